@@ -1,0 +1,127 @@
+"""Loading task and method specs from TOML (``tasks/*.toml``, ``baselines/*.toml``).
+
+Specs are data shipped inside the wheel (resource packages
+``genseg_bench.tasks_data`` and ``genseg_bench.baselines_data``). A file holds
+``[[task]]`` or ``[[method]]`` tables. A table may say ``extends = "other-id"``
+to start from another entry (of any file) and override keys, the way
+lm-evaluation-harness uses ``include``: ablations stay one small record each.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from genseg_bench.errors import SpecError, unknown
+from genseg_bench.specs import MethodSpec, TaskSpec
+
+
+def _resource_dir(package: str) -> Path:
+    return Path(str(resources.files(package)))
+
+
+def _read_tables(directory: Path, key: str) -> list[tuple[Path, dict[str, Any]]]:
+    tables: list[tuple[Path, dict[str, Any]]] = []
+    for path in sorted(directory.glob("*.toml")):
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise SpecError(f"{path}: not valid TOML ({exc}). Fix the syntax of that file.") from exc
+        extra = set(data) - {key}
+        if extra:
+            raise SpecError(f"{path}: unknown top-level keys {sorted(extra)}; only [[{key}]] tables are allowed.")
+        for table in data.get(key, []):
+            tables.append((path, table))
+    return tables
+
+
+def _resolve(tables: list[tuple[Path, dict[str, Any]]], id_key: str) -> dict[str, tuple[Path, dict[str, Any]]]:
+    by_id: dict[str, tuple[Path, dict[str, Any]]] = {}
+    for path, table in tables:
+        ident = table.get(id_key)
+        if not isinstance(ident, str):
+            raise SpecError(f"{path}: an entry has no string {id_key!r}: {table}")
+        if ident in by_id:
+            raise SpecError(f"{path}: {id_key} {ident!r} is defined twice (also in {by_id[ident][0]}).")
+        by_id[ident] = (path, table)
+
+    resolved: dict[str, tuple[Path, dict[str, Any]]] = {}
+
+    def resolve(ident: str, chain: tuple[str, ...]) -> dict[str, Any]:
+        if ident in resolved:
+            return resolved[ident][1]
+        path, table = by_id[ident]
+        parent = table.get("extends")
+        merged: dict[str, Any]
+        if parent is None:
+            merged = dict(table)
+        else:
+            if parent not in by_id:
+                raise SpecError(f"{path}: {ident!r} extends unknown entry {parent!r}.")
+            if parent in chain:
+                raise SpecError(f"{path}: circular 'extends' chain {' -> '.join((*chain, parent))}.")
+            base = {k: v for k, v in resolve(parent, (*chain, ident)).items() if k not in ("extends",)}
+            merged = _merge(base, {k: v for k, v in table.items() if k != "extends"})
+        merged.pop("extends", None)
+        resolved[ident] = (path, merged)
+        return merged
+
+    for ident in by_id:
+        resolve(ident, (ident,))
+    return resolved
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """Override ``base`` with ``over``; nested ``config`` tables merge key by key."""
+    out = dict(base)
+    for k, v in over.items():
+        if k == "config" and isinstance(v, dict) and isinstance(base.get(k), dict):
+            out[k] = {**base[k], **v}
+        else:
+            out[k] = v
+    # an override of references/figure/description belongs to the child alone
+    return out
+
+
+def _validate(model: type, resolved: dict[str, tuple[Path, dict[str, Any]]], what: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for ident, (path, table) in resolved.items():
+        try:
+            out[ident] = model.model_validate(table)
+        except ValidationError as exc:
+            lines = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or '(entry)'}: {e['msg']}" for e in exc.errors()
+            )
+            raise SpecError(f"{path}: {what} {ident!r} is invalid: {lines}. Fix that entry.") from exc
+    return out
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """All task and method specs, loaded once and passed around (no global registry)."""
+
+    tasks: dict[str, TaskSpec]
+    methods: dict[str, MethodSpec]
+
+    @classmethod
+    def load(cls, tasks_dir: Path | None = None, methods_dir: Path | None = None) -> Catalog:
+        tdir = tasks_dir or _resource_dir("genseg_bench.tasks_data")
+        mdir = methods_dir or _resource_dir("genseg_bench.baselines_data")
+        tasks = _validate(TaskSpec, _resolve(_read_tables(tdir, "task"), "id"), "task")
+        methods = _validate(MethodSpec, _resolve(_read_tables(mdir, "method"), "name"), "method")
+        return cls(tasks=tasks, methods=methods)
+
+    def task(self, task_id: str) -> TaskSpec:
+        if task_id not in self.tasks:
+            raise unknown("task", task_id, list(self.tasks))
+        return self.tasks[task_id]
+
+    def method(self, name: str) -> MethodSpec:
+        if name not in self.methods:
+            raise unknown("method", name, list(self.methods))
+        return self.methods[name]

@@ -1,0 +1,1 @@
+"""Data: raw sources, the embedded synthetic family, the prepared store and splits."""

@@ -1,0 +1,112 @@
+"""The Method interface: what a method gets, what it returns, what it never sees.
+
+A method trains on ``train`` and selects its checkpoint on ``val``; it never sees
+test data. The runner, not the method, evaluates. Everything a method needs from
+the outside world (device, seed, budget, progress reporting, a folder for
+artifacts) comes in :class:`FitContext`, so methods hold no global state.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from genseg_bench.specs import MethodSpec, Profile
+
+
+@dataclass
+class SegData:
+    """A labelled set held on the device as tensors.
+
+    ``images``: ``N x C x H x W`` (or ``N x C x D x H x W``) float in [0, 1];
+    ``masks``: same spatial shape with one channel, float 0/1. Ultra-low-data sets
+    are small, so keeping them on the device avoids a data loader altogether.
+    """
+
+    images: torch.Tensor
+    masks: torch.Tensor
+    case_ids: list[str]
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    @property
+    def dims(self) -> int:
+        return self.images.dim() - 2
+
+    def to(self, device: torch.device | str) -> SegData:
+        return SegData(self.images.to(device), self.masks.to(device), self.case_ids)
+
+
+ProgressFn = Callable[[int, int, dict[str, float]], None]
+"""``progress(iteration, total, metrics)``: called by a method as it trains."""
+
+
+def _no_progress(iteration: int, total: int, metrics: dict[str, float]) -> None:
+    return None
+
+
+@dataclass
+class FitContext:
+    """Everything a method may use besides its training and validation data."""
+
+    device: torch.device
+    seed: int
+    profile: Profile
+    out_dir: Path
+    unlabelled: torch.Tensor | None = None
+    progress: ProgressFn = _no_progress
+
+    @property
+    def iterations(self) -> int:
+        return self.profile.iterations
+
+    @property
+    def batch_size(self) -> int:
+        return self.profile.batch_size
+
+    @property
+    def use_amp(self) -> bool:
+        """bf16 autocast only on CUDA: on the CPU it is slower and changes results."""
+        return self.profile.amp and self.device.type == "cuda"
+
+
+class Predictor(ABC):
+    """A trained model: images in, foreground probabilities out."""
+
+    @abstractmethod
+    def predict(self, images: torch.Tensor) -> torch.Tensor:
+        """``N x C x ...`` images in [0, 1] -> ``N x 1 x ...`` probabilities in [0, 1]."""
+
+
+@dataclass
+class FitResult:
+    """What ``fit`` returns: the selected predictor and how it was selected."""
+
+    predictor: Predictor
+    best_val_score: float
+    best_iteration: int
+    iterations: int
+    extras: dict[str, Any] = field(default_factory=dict)
+    artifacts: list[str] = field(default_factory=list)
+
+
+class Method(ABC):
+    """A segmentation method of the benchmark.
+
+    Implementations are constructed from a :class:`MethodSpec` and registered by
+    ``kind`` (see ``genseg_bench.methods.registry``). Outside packages register
+    their classes under the ``genseg_bench.methods`` entry-point group.
+    """
+
+    def __init__(self, spec: MethodSpec) -> None:
+        self.spec = spec
+
+    @abstractmethod
+    def fit(self, train: SegData, val: SegData, ctx: FitContext) -> FitResult:
+        """Train on ``train``, select the best checkpoint on ``val``, return a predictor."""

@@ -1,0 +1,1 @@
+"""Networks: segmenters (a factory over smp), the searchable generator, the discriminator."""

@@ -1,0 +1,64 @@
+"""Rich progress for a grid and for the training run inside it (the CLI's Reporter)."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from genseg_bench.specs import RunResult, RunSpec
+
+
+class RichReporter:
+    """Two bars: runs of the grid, and iterations of the current run with its latest metrics."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[info]}"),
+            console=console,
+            transient=False,
+        )
+        self.grid_bar: int | None = None
+        self.run_bar: int | None = None
+
+    def __enter__(self) -> RichReporter:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def grid_started(self, total: int, skipped: int) -> None:
+        info = f"{skipped} already done" if skipped else ""
+        self.grid_bar = self.progress.add_task("grid", total=total, completed=skipped, info=info)
+
+    def run_started(self, spec: RunSpec, iterations: int) -> None:
+        if self.run_bar is not None:
+            self.progress.remove_task(self.run_bar)
+        desc = f"{spec.method} n={spec.train_size} seed={spec.seed}"
+        self.run_bar = self.progress.add_task(desc, total=iterations, info="")
+
+    def run_progress(self, iteration: int, total: int, metrics: dict[str, float]) -> None:
+        if self.run_bar is None:
+            return
+        info = " ".join(f"{k}={v:.3f}" for k, v in metrics.items())
+        self.progress.update(self.run_bar, completed=iteration, total=total, info=info)
+
+    def run_finished(self, result: RunResult) -> None:
+        if self.grid_bar is not None:
+            self.progress.advance(self.grid_bar)
+        spec = result.spec
+        if result.status == "ok":
+            scores = ", ".join(f"{k} {result.score(k):.3f}" for k in result.test_sets)
+            self.console.print(
+                f"[green]ok[/] {spec.method} n={spec.train_size} seed={spec.seed} "
+                f"({result.wall_time_s:.0f}s, best val it {result.best_iteration}): {scores}"
+            )
+        else:
+            first = (result.error or "").splitlines()[0] if result.error else ""
+            self.console.print(f"[red]failed[/] {spec.method} n={spec.train_size} seed={spec.seed}: {first}")

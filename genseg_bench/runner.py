@@ -1,0 +1,265 @@
+"""Grid -> jobs -> executor -> results, with resume.
+
+A grid is task x methods x training sizes x seeds. Every job has a
+deterministic id (:attr:`RunSpec.run_id`) and writes one result file, so the
+grid is resumable (finished runs are skipped) and embarrassingly parallel: any
+cluster engine can run :func:`run_job` for a list of specs against a shared
+result folder. The local executor runs them one after the other in this process.
+
+A job that raises, or whose loss diverges, is recorded as a failed result and
+the grid goes on. Ctrl-C stops the grid; every finished run is already on disk.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import torch
+
+from genseg_bench.catalog import Catalog
+from genseg_bench.data.splits import Split, load_or_make_split
+from genseg_bench.data.store import PreparedSet, Store, to_tensors
+from genseg_bench.errors import DataError, GensegBenchError
+from genseg_bench.methods.base import FitContext, SegData
+from genseg_bench.methods.registry import build_method
+from genseg_bench.metrics import binarise, dice_per_case, jaccard_per_case
+from genseg_bench.results import existing_status, git_commit, package_versions, write_result
+from genseg_bench.specs import MethodSpec, Profile, RunResult, RunSpec, TaskSpec, TestSetResult, stable_hash
+
+DEFAULT_SEEDS = (0, 1, 2)
+
+
+class Reporter(Protocol):
+    """What the runner tells its caller (the CLI renders it with rich)."""
+
+    def grid_started(self, total: int, skipped: int) -> None: ...
+    def run_started(self, spec: RunSpec, iterations: int) -> None: ...
+    def run_progress(self, iteration: int, total: int, metrics: dict[str, float]) -> None: ...
+    def run_finished(self, result: RunResult) -> None: ...
+
+
+class SilentReporter:
+    """A reporter that reports nothing (library use, tests)."""
+
+    def grid_started(self, total: int, skipped: int) -> None:
+        return None
+
+    def run_started(self, spec: RunSpec, iterations: int) -> None:
+        return None
+
+    def run_progress(self, iteration: int, total: int, metrics: dict[str, float]) -> None:
+        return None
+
+    def run_finished(self, result: RunResult) -> None:
+        return None
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when available, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise GensegBenchError(f"device {name!r} asked for, but CUDA is not available here. Use --device cpu or auto.")
+    return torch.device(name)
+
+
+@dataclass
+class TaskData:
+    """A task's prepared data and split, loaded once for every job of the grid."""
+
+    task: TaskSpec
+    prepared: dict[str, PreparedSet]
+    split: Split
+
+    @property
+    def fingerprints(self) -> dict[str, str]:
+        return {s: p.fingerprint for s, p in sorted(self.prepared.items())}
+
+    def train_source(self) -> PreparedSet:
+        return self.prepared[self.task.train_source]
+
+
+def load_task_data(task: TaskSpec, store: Store) -> TaskData:
+    """Load (or generate, for synthetic sets) every source of a task at the task's size, and its split."""
+    prepared = {src: store.ensure(src, task.image_size) for src in task.sources}
+    for src, p in prepared.items():
+        if p.dims != task.dims:
+            raise DataError(f"{p.path}: {src} is {p.dims}D but task {task.id!r} is {task.dims}D.")
+    train = prepared[task.train_source]
+    split = load_or_make_split(train.path, train.case_ids, task.split_seed, task.test_fraction, task.validation)
+    return TaskData(task=task, prepared=prepared, split=split)
+
+
+def expand_grid(
+    task: TaskSpec,
+    methods: Sequence[MethodSpec],
+    sizes: Sequence[int],
+    seeds: Sequence[int],
+    profile: Profile,
+    data: TaskData,
+) -> list[RunSpec]:
+    """Every (method, size, seed) job of one task, in a stable order."""
+    for n in sizes:
+        data.split.train(n, task.train_source)  # fail before any training if a size is too large
+    return [
+        RunSpec(
+            task=task.id,
+            method=m.name,
+            train_size=n,
+            seed=s,
+            profile=profile.name,
+            task_hash=stable_hash(task),
+            method_hash=m.fingerprint(),
+            profile_hash=stable_hash(profile),
+            data_fingerprints=data.fingerprints,
+        )
+        for n in sizes
+        for m in methods
+        for s in seeds
+    ]
+
+
+def _seg_data(p: PreparedSet, ids: list[str], size: int, channels: int, device: torch.device) -> SegData:
+    images, masks = to_tensors(p, p.index(ids), size, channels, device)
+    return SegData(images=images, masks=masks, case_ids=list(ids))
+
+
+def evaluate(predictor_predict, data: SegData, batch_size: int) -> TestSetResult:  # type: ignore[no-untyped-def]
+    """Per-case Dice and Jaccard of a predictor on one test set."""
+    dice, jac = [], []
+    for i in range(0, len(data), batch_size):
+        probs = predictor_predict(data.images[i : i + batch_size])
+        pred = binarise(probs)
+        target = data.masks[i : i + batch_size] > 0.5
+        dice.append(dice_per_case(pred, target).cpu())
+        jac.append(jaccard_per_case(pred, target).cpu())
+    d = torch.cat(dice).tolist()
+    j = torch.cat(jac).tolist()
+    return TestSetResult(
+        case_ids=data.case_ids, dice=d, jaccard=j, mean_dice=sum(d) / len(d), mean_jaccard=sum(j) / len(j)
+    )
+
+
+def run_job(
+    spec: RunSpec,
+    task: TaskSpec,
+    method_spec: MethodSpec,
+    profile: Profile,
+    data: TaskData,
+    device: torch.device,
+    results_dir: Path,
+    reporter: Reporter | None = None,
+) -> RunResult:
+    """Train one method once and evaluate it on every test set; always writes a result file."""
+    reporter = reporter or SilentReporter()
+    size = profile.image_size or task.image_size
+    if task.dims == 3:
+        size = min(size, task.image_size)
+    start = time.perf_counter()
+    train_ids = data.split.train(spec.train_size, task.train_source)
+    base = dict(
+        run_id=spec.run_id,
+        spec=spec,
+        metric=task.metric,
+        train_cases=train_ids,
+        val_cases=data.split.val,
+        device=str(device),
+        versions=package_versions(),
+        git_commit=git_commit(),
+        method_config=method_spec.model_dump(),
+        profile=profile.model_dump(),
+        created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    )
+    reporter.run_started(spec, profile.iterations)
+    try:
+        src = data.train_source()
+        train = _seg_data(src, train_ids, size, task.channels, device)
+        val = _seg_data(src, data.split.val, size, task.channels, device)
+        out_dir = Path(results_dir) / task.id / "artifacts" / spec.run_id
+        ctx = FitContext(
+            device=device, seed=spec.seed, profile=profile, out_dir=out_dir, progress=reporter.run_progress
+        )
+        method = build_method(method_spec)
+        fit = method.fit(train, val, ctx)
+        del train, val
+        scores: dict[str, TestSetResult] = {}
+        for ts in task.test_sets:
+            p = data.prepared[ts.source]
+            ids = data.split.test if ts.split == "test" else p.case_ids
+            test = _seg_data(p, ids, size, task.channels, device)
+            scores[ts.name] = evaluate(fit.predictor.predict, test, max(profile.batch_size, 16))
+        result = RunResult(
+            **base,
+            status="ok",
+            test_sets=scores,
+            best_val_score=fit.best_val_score,
+            best_iteration=fit.best_iteration,
+            iterations=fit.iterations,
+            wall_time_s=time.perf_counter() - start,
+            extras=fit.extras,
+            artifacts=[str(Path(a).relative_to(results_dir)) if Path(a).is_relative_to(results_dir) else str(a)
+                       for a in fit.artifacts],
+        )
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # a failing run is recorded and the grid goes on
+        detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        tb = traceback.format_exc(limit=-3)
+        result = RunResult(
+            **base, status="failed", error=f"{detail}\n{tb}", wall_time_s=time.perf_counter() - start
+        )
+    write_result(results_dir, result)
+    reporter.run_finished(result)
+    return result
+
+
+@dataclass
+class GridSummary:
+    """What a grid run did."""
+
+    specs: list[RunSpec]
+    ran: list[RunResult] = field(default_factory=list)
+    skipped: list[RunSpec] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[RunResult]:
+        return [r for r in self.ran if r.status == "failed"]
+
+
+def run_grid(
+    catalog: Catalog,
+    task_id: str,
+    method_names: Sequence[str] | None,
+    sizes: Sequence[int] | None,
+    seeds: Sequence[int],
+    profile: Profile,
+    store: Store,
+    results_dir: Path,
+    device: torch.device,
+    reporter: Reporter | None = None,
+    retry_failed: bool = False,
+) -> GridSummary:
+    """Run every job of a grid that has not finished yet (failed runs too when ``retry_failed``)."""
+    reporter = reporter or SilentReporter()
+    task = catalog.task(task_id)
+    methods = [catalog.method(m) for m in (method_names or task.default_methods)]
+    data = load_task_data(task, store)
+    specs = expand_grid(task, methods, sizes or task.train_sizes, seeds, profile, data)
+    summary = GridSummary(specs=specs)
+    todo = []
+    for spec in specs:
+        status = existing_status(results_dir, spec)
+        if status == "ok" or (status == "failed" and not retry_failed):
+            summary.skipped.append(spec)
+        else:
+            todo.append(spec)
+    reporter.grid_started(len(specs), len(summary.skipped))
+    by_name = {m.name: m for m in methods}
+    for spec in todo:
+        summary.ran.append(run_job(spec, task, by_name[spec.method], profile, data, device, results_dir, reporter))
+    return summary

@@ -1,0 +1,268 @@
+"""Typed, validated specs: what a task, a method, a run and a run's result are.
+
+Every spec rejects unknown keys (``extra="forbid"``) so a typo in a TOML file is
+an error at load time, not a silently ignored setting that changes a result.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+SCHEMA_VERSION = 1
+
+
+class Strict(BaseModel):
+    """Base model: unknown keys are errors, instances are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TestSetSpec(Strict):
+    """One evaluation set of a task.
+
+    ``source`` is a data set id (see ``genseg_bench.data.sources``). ``split`` says
+    which part of it is evaluated: ``test`` (the held-out part of the training
+    source's split), or ``all`` (every case of an out-of-domain set).
+    """
+
+    __test__ = False  # not a pytest class
+
+    name: str
+    source: str
+    split: Literal["test", "all"] = "all"
+    domain: Literal["in", "out"] = "out"
+
+
+class Reference(Strict):
+    """A number published in the paper, with the figure it comes from.
+
+    ``kind="score"`` is an absolute metric value in [0, 1]; ``kind="gain"`` is an
+    absolute improvement over ``baseline`` in metric points (0.206 for +20.6).
+    """
+
+    method: str
+    test_set: str
+    train_size: int
+    value: float
+    kind: Literal["score", "gain"] = "score"
+    baseline: str | None = None
+    figure: str
+
+    @model_validator(mode="after")
+    def _gain_has_baseline(self) -> Reference:
+        if self.kind == "gain" and not self.baseline:
+            raise ValueError("a reference of kind 'gain' needs 'baseline' (the method it is a gain over)")
+        if self.kind == "score" and not 0.0 <= self.value <= 1.0:
+            raise ValueError(f"score reference {self.value} is not in [0, 1]")
+        return self
+
+
+class DatasetCitation(Strict):
+    """Citation and licence of one data set a task uses."""
+
+    source: str
+    citation: str
+    licence: str
+    url: str = ""
+
+
+class ValidationRule(Strict):
+    """How the validation set is drawn from the training source.
+
+    ``fraction`` of the non-test pool (at least ``min_cases``), disjoint from every
+    training subset. The paper's 3D rule is 80:20 train/test, then 80:20 train/val.
+    """
+
+    fraction: float = Field(0.2, gt=0.0, lt=1.0)
+    min_cases: int = Field(4, ge=1)
+    max_cases: int | None = None
+
+
+class TaskSpec(Strict):
+    """One experiment of the paper (or an open-data / synthetic task)."""
+
+    id: str
+    family: str
+    description: str
+    organ: str
+    modality: str
+    dims: Literal[2, 3] = 2
+    train_source: str
+    test_fraction: float = Field(0.2, ge=0.0, lt=1.0)
+    validation: ValidationRule = ValidationRule()
+    test_sets: list[TestSetSpec]
+    metric: Literal["dice", "jaccard"]
+    image_size: int = 256
+    channels: int = 3
+    train_sizes: list[int]
+    sweep_sizes: list[int] = []
+    high_data_size: int | None = None
+    default_methods: list[str]
+    references: list[Reference] = []
+    datasets: list[DatasetCitation]
+    split_seed: int = 0
+    figure: str = ""
+    open_data: bool = False
+    synthetic: bool = False
+
+    @field_validator("id")
+    @classmethod
+    def _id_shape(cls, v: str) -> str:
+        if not v or v != v.lower() or " " in v:
+            raise ValueError(f"task id {v!r} must be lower-case with no spaces")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TaskSpec:
+        names = [t.name for t in self.test_sets]
+        if not names:
+            raise ValueError("a task needs at least one test set")
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate test set names: {names}")
+        if not self.train_sizes or any(n < 1 for n in self.train_sizes):
+            raise ValueError("train_sizes must be a non-empty list of positive integers")
+        if not self.default_methods:
+            raise ValueError("default_methods must name at least one method")
+        for ref in self.references:
+            if ref.test_set not in names:
+                raise ValueError(f"reference names test set {ref.test_set!r}, not one of {names}")
+        cited = {d.source for d in self.datasets}
+        used = {self.train_source, *(t.source for t in self.test_sets)}
+        missing = used - cited
+        if missing:
+            raise ValueError(f"data sets {sorted(missing)} are used but have no citation/licence entry")
+        if any(t.split == "test" for t in self.test_sets) and self.test_fraction <= 0:
+            raise ValueError("a test set with split='test' needs test_fraction > 0")
+        return self
+
+    @property
+    def sources(self) -> list[str]:
+        """Every data set the task reads, training source first."""
+        out = [self.train_source]
+        for t in self.test_sets:
+            if t.source not in out:
+                out.append(t.source)
+        return out
+
+
+class MethodSpec(Strict):
+    """A method configuration: a registered implementation (``kind``) plus its config.
+
+    Baselines are specs over one training loop; GenSeg variants are specs over one
+    GenSeg implementation. The resolved config takes part in every run id.
+    """
+
+    name: str
+    kind: str
+    description: str
+    backbone: str = "unet"
+    encoder: str = "resnet18"
+    encoder_weights: str | None = None
+    config: dict[str, Any] = {}
+    figure: str = ""
+
+    def fingerprint(self) -> str:
+        """Stable hash of everything in the spec that changes a result."""
+        payload = self.model_dump(exclude={"description", "figure"})
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class Profile(Strict):
+    """Budgets and optimiser settings shared by every method of a run.
+
+    ``paper`` follows A.6 of the paper; ``quick`` keeps the synthetic tasks to
+    minutes on a 2-core CPU. Every method of a grid gets the same profile, so
+    budgets are equal across methods by construction.
+    """
+
+    name: str
+    image_size: int | None = None  # None: the task's own size
+    iterations: int
+    batch_size: int
+    eval_every: int | None = None  # None: once per epoch over the training set
+    seg_lr: float
+    seg_momentum: float = 0.9
+    seg_weight_decay: float = 1e-3
+    plateau_patience: int = 2
+    gen_lr: float = 1e-5
+    gen_weight_decay: float = 1e-3
+    arch_lr: float = 1e-4
+    arch_weight_decay: float = 1e-5
+    gen_width: int = 64
+    amp: bool = True
+
+
+class RunSpec(Strict):
+    """One cell of a grid: (task, method, training size, seed, profile).
+
+    ``run_id`` hashes everything that changes the result: the task spec, the
+    resolved method config, the profile, the data fingerprints, size and seed.
+    """
+
+    task: str
+    method: str
+    train_size: int
+    seed: int
+    profile: str
+    task_hash: str
+    method_hash: str
+    profile_hash: str
+    data_fingerprints: dict[str, str]
+
+    @property
+    def run_id(self) -> str:
+        payload = json.dumps(self.model_dump(), sort_keys=True).encode()
+        digest = hashlib.sha256(payload).hexdigest()[:12]
+        return f"{self.task}__{self.method}__n{self.train_size}__s{self.seed}__{self.profile}__{digest}"
+
+
+class TestSetResult(Strict):
+    """Per-case and mean scores on one test set."""
+
+    __test__ = False
+
+    case_ids: list[str]
+    dice: list[float]
+    jaccard: list[float]
+    mean_dice: float
+    mean_jaccard: float
+
+
+class RunResult(Strict):
+    """One JSON file per run. ``schema_version`` guards against misreading old files."""
+
+    schema_version: int = SCHEMA_VERSION
+    run_id: str
+    spec: RunSpec
+    status: Literal["ok", "failed"]
+    error: str | None = None
+    metric: Literal["dice", "jaccard"]
+    test_sets: dict[str, TestSetResult] = {}
+    best_val_score: float | None = None
+    best_iteration: int | None = None
+    iterations: int = 0
+    train_cases: list[str] = []
+    val_cases: list[str] = []
+    wall_time_s: float = 0.0
+    device: str = ""
+    versions: dict[str, str] = {}
+    git_commit: str = ""
+    method_config: dict[str, Any] = {}
+    profile: dict[str, Any] = {}
+    extras: dict[str, Any] = {}
+    artifacts: list[str] = []
+    created: str = ""
+
+    def score(self, test_set: str) -> float:
+        """The task metric's mean on one test set."""
+        r = self.test_sets[test_set]
+        return r.mean_jaccard if self.metric == "jaccard" else r.mean_dice
+
+
+def stable_hash(obj: BaseModel) -> str:
+    """Short content hash of a spec (sorted JSON)."""
+    return hashlib.sha256(json.dumps(obj.model_dump(), sort_keys=True).encode()).hexdigest()[:16]
