@@ -101,6 +101,7 @@ class TaskSpec(Strict):
     train_sizes: list[int]
     sweep_sizes: list[int] = []
     high_data_size: int | None = None
+    """Training-set size of the paper's high-data setting; 0 in TOML switches off an inherited one."""
     default_methods: list[str]
     references: list[Reference] = []
     datasets: list[DatasetCitation]
@@ -108,6 +109,11 @@ class TaskSpec(Strict):
     figure: str = ""
     open_data: bool = False
     synthetic: bool = False
+
+    @field_validator("high_data_size")
+    @classmethod
+    def _zero_means_none(cls, v: int | None) -> int | None:
+        return v or None
 
     @field_validator("id")
     @classmethod

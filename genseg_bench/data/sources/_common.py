@@ -687,3 +687,106 @@ def folder_pairs(
             f"(expected e.g. {root / image_dir} and {root / mask_dirs[0]}). {layout_hint(layout)}"
         )
     return pairs
+
+
+# --------------------------------------------------------------------- volume formats
+
+_MET_TYPES: dict[str, str] = {
+    "MET_UCHAR": "u1",
+    "MET_CHAR": "i1",
+    "MET_USHORT": "u2",
+    "MET_SHORT": "i2",
+    "MET_UINT": "u4",
+    "MET_INT": "i4",
+    "MET_ULONG_LONG": "u8",
+    "MET_LONG_LONG": "i8",
+    "MET_FLOAT": "f4",
+    "MET_DOUBLE": "f8",
+}
+
+
+def read_nifti(path: Path) -> np.ndarray:
+    """A NIfTI file's voxel array with its axes reversed, so the last NIfTI axis comes first.
+
+    NIfTI stores ``(i, j, k)`` with ``i`` varying fastest; reversing gives
+    ``(k, j, i)`` = ``D x H x W`` for a volume and ``H x W`` for a 2D image, the same
+    convention ITK / SimpleITK use for ``.mhd`` and NIfTI alike, so image and label
+    files (and the ``.mhd`` and ``.nii.gz`` releases of one set) agree. Intensity
+    scaling (``scl_slope``) is applied. Unreadable files are a DataError naming the file.
+    """
+    import nibabel as nib
+
+    try:
+        img = nib.load(str(path))
+        data = np.asanyarray(img.dataobj)
+    except FileNotFoundError as exc:
+        raise DataError(f"file {path} disappeared while reading: {exc}") from exc
+    except Exception as exc:  # nibabel raises many types (ImageFileError, EOFError, zlib.error, ...)
+        raise corrupt(path, exc) from exc
+    return np.ascontiguousarray(np.transpose(np.asarray(data), tuple(range(data.ndim))[::-1]))
+
+
+def read_mhd(path: Path) -> np.ndarray:
+    """A MetaImage (``.mhd`` header + raw data file, or ``.mha``) as a numpy array, ITK axis order.
+
+    Only the header keys needed to decode the pixels are read (``DimSize``,
+    ``ElementType``, ``ElementDataFile``, byte order, ``CompressedData``); this keeps
+    SimpleITK out of the dependencies for the one set (CAMUS) that uses the format.
+    The array shape is ``DimSize`` reversed (``H x W`` for a 2D image).
+    """
+    import zlib
+
+    try:
+        blob = path.read_bytes()
+    except OSError as exc:
+        raise corrupt(path, exc) from exc
+    header: dict[str, str] = {}
+    offset = 0
+    for raw_line in blob.splitlines(keepends=True):
+        offset += len(raw_line)
+        line = raw_line.decode("latin-1").strip()
+        if "=" not in line:
+            if line:
+                raise corrupt(path, f"not a MetaImage header line: {line[:60]!r}")
+            continue
+        key, value = (s.strip() for s in line.split("=", 1))
+        header[key] = value
+        if key == "ElementDataFile":
+            break
+    try:
+        dims = [int(v) for v in header["DimSize"].split()]
+        dtype = np.dtype(_MET_TYPES[header["ElementType"]])
+        data_file = header["ElementDataFile"]
+    except (KeyError, ValueError) as exc:
+        raise corrupt(path, f"MetaImage header lacks or garbles {exc}") from exc
+    msb = header.get("BinaryDataByteOrderMSB", header.get("ElementByteOrderMSB", "False")).lower() == "true"
+    dtype = dtype.newbyteorder(">" if msb else "<")
+    if data_file == "LOCAL":
+        payload = blob[offset:]
+        source = path
+    else:
+        source = path.parent / data_file
+        try:
+            payload = source.read_bytes()
+        except OSError as exc:
+            raise DataError(
+                f"MetaImage header {path} names data file {source}, which cannot be read ({exc}). "
+                "Re-download the pair (.mhd and .raw files belong together)."
+            ) from exc
+    if header.get("CompressedData", "False").lower() == "true":
+        try:
+            payload = zlib.decompress(payload)
+        except zlib.error as exc:
+            raise corrupt(source, exc) from exc
+    count = int(np.prod(dims))
+    if len(payload) != count * dtype.itemsize:
+        raise corrupt(source, f"{len(payload)} bytes of pixel data, expected {count * dtype.itemsize} for {dims}")
+    return np.frombuffer(payload, dtype=dtype).reshape(dims[::-1]).astype(dtype.newbyteorder("="))
+
+
+def squeeze_2d(values: np.ndarray, path: Path) -> np.ndarray:
+    """A 2D array from a file that may carry singleton axes (``1 x H x W``), or a DataError."""
+    out = np.squeeze(values)
+    if out.ndim != 2:
+        raise DataError(f"{path} holds a {'x'.join(map(str, values.shape))} array; expected a 2D image.")
+    return out

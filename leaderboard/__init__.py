@@ -1,0 +1,1 @@
+"""The leaderboard Space, shipped in the wheel as genseg_bench.leaderboard_app."""

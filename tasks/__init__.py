@@ -1,0 +1,1 @@
+"""Task specs (TOML data), shipped in the wheel as genseg_bench.tasks_data."""

@@ -1,0 +1,31 @@
+"""Shared fixtures: the shipped catalog, a session-wide prepared store, real-data location."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from genseg_bench.catalog import Catalog
+from genseg_bench.data.store import Store
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def catalog() -> Catalog:
+    return Catalog.load()
+
+
+@pytest.fixture(scope="session")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
+    """One store for the session: the synthetic sets are generated once."""
+    return Store(tmp_path_factory.mktemp("store"))
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data not available: {SHARED_DATA} is absent (only the project's own checkout has it)")
+    return SHARED_DATA
