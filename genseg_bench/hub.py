@@ -87,8 +87,10 @@ def pull_prepared(store: Store, source: str, size: int, repo: str, token: str | 
     from huggingface_hub import snapshot_download
 
     target = store.path(source, size)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".pull-") as tmp:
+    # the temporary folder lives in the store root (same file system, so the final move is atomic);
+    # the set's own folder is only created once the download is complete and verified
+    store.root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=store.root, prefix=".pull-") as tmp:
         try:
             snapshot_download(
                 repo_id=repo, repo_type="dataset", revision=revision, local_dir=tmp, token=token,
@@ -106,6 +108,7 @@ def pull_prepared(store: Store, source: str, size: int, repo: str, token: str | 
             raise HubError(f"{repo!r}: {source}/{size} fingerprint mismatch ({actual} != {pulled.fingerprint}); "
                            "the upload is corrupt. Nothing was written.")
         del pulled
+        target.parent.mkdir(parents=True, exist_ok=True)
         if target.exists():
             shutil.rmtree(target)
         os.replace(got, target)

@@ -19,7 +19,7 @@ PROFILES: dict[str, Profile] = {
         seg_lr=1e-5, gen_lr=1e-5, arch_lr=1e-4, gen_width=64, amp=True,
     ),
     "quick": Profile(
-        name="quick", image_size=64, iterations=240, batch_size=8, eval_every=20,
+        name="quick", image_size=64, iterations=160, batch_size=8, eval_every=20,
         seg_lr=1e-3, gen_lr=2e-4, arch_lr=1e-3, gen_width=16, amp=True,
     ),
     "smoke": Profile(

@@ -87,7 +87,9 @@ def aggregate(task: TaskSpec, results: list[RunResult]) -> list[ReportRow]:
     results = [r for r in results if r.spec.task == task.id]
     scores, failed = _group(results)
     means = {k: statistics.fmean(v.values()) for k, v in scores.items()}
-    refs = {(ref.method, ref.train_size, ref.test_set): ref for ref in task.references}
+    # a score reference wins over a gain reference for the same cell (the score is comparable as is)
+    ordered = sorted(task.references, key=lambda ref: ref.kind == "score")
+    refs = {(ref.method, ref.train_size, ref.test_set): ref for ref in ordered}
     rows = []
     keys = set(scores) | {(m, n, ts.name) for (m, n) in failed for ts in task.test_sets}
     order = {ts.name: i for i, ts in enumerate(task.test_sets)}

@@ -12,6 +12,7 @@ the grid goes on. Ctrl-C stops the grid; every finished run is already on disk.
 
 from __future__ import annotations
 
+import json
 import time
 import traceback
 from collections.abc import Sequence
@@ -23,6 +24,7 @@ import torch
 
 from genseg_bench.catalog import Catalog
 from genseg_bench.data.splits import Split, load_or_make_split
+from genseg_bench.data.sources import is_synthetic
 from genseg_bench.data.store import PreparedSet, Store, to_tensors
 from genseg_bench.errors import DataError, GensegBenchError
 from genseg_bench.methods.base import FitContext, SegData
@@ -84,9 +86,33 @@ class TaskData:
         return self.prepared[self.task.train_source]
 
 
-def load_task_data(task: TaskSpec, store: Store) -> TaskData:
-    """Load (or generate, for synthetic sets) every source of a task at the task's size, and its split."""
-    prepared = {src: store.ensure(src, task.image_size) for src in task.sources}
+def run_image_size(task: TaskSpec, profile: Profile) -> int:
+    """The side length models see: the profile's (quick: small) or the task's; 3D never upsamples."""
+    size = profile.image_size or task.image_size
+    return min(size, task.image_size) if task.dims == 3 else size
+
+
+def _pick_prepared(store: Store, source: str, task: TaskSpec, run_size: int | None) -> PreparedSet:
+    """The prepared copy to train from: the run's size, else the task's, else the smallest larger one.
+
+    Users prepare real data once at the size they run at (``--size 128``) or at the
+    task's size; either works, so a quick run never forces a second import.
+    Synthetic sets are generated at the task's size.
+    """
+    if is_synthetic(source) or run_size is None:
+        return store.ensure(source, task.image_size)
+    for size in (run_size, task.image_size):
+        if store.is_prepared(source, size):
+            return store.load(source, size)
+    larger = [s for s in store.prepared_sizes(source) if s >= run_size]
+    if larger:
+        return store.load(source, larger[0])
+    return store.ensure(source, run_size)  # raises with the exact `data prepare` command
+
+
+def load_task_data(task: TaskSpec, store: Store, run_size: int | None = None) -> TaskData:
+    """Load (or generate, for synthetic sets) every source of a task, and its split."""
+    prepared = {src: _pick_prepared(store, src, task, run_size) for src in task.sources}
     for src, p in prepared.items():
         if p.dims != task.dims:
             raise DataError(f"{p.path}: {src} is {p.dims}D but task {task.id!r} is {task.dims}D.")
@@ -157,9 +183,7 @@ def run_job(
 ) -> RunResult:
     """Train one method once and evaluate it on every test set; always writes a result file."""
     reporter = reporter or SilentReporter()
-    size = profile.image_size or task.image_size
-    if task.dims == 3:
-        size = min(size, task.image_size)
+    size = run_image_size(task, profile)
     start = time.perf_counter()
     train_ids = data.split.train(spec.train_size, task.train_source)
     base = dict(
@@ -201,7 +225,7 @@ def run_job(
             best_iteration=fit.best_iteration,
             iterations=fit.iterations,
             wall_time_s=time.perf_counter() - start,
-            extras=fit.extras,
+            extras=json.loads(json.dumps(fit.extras)),  # JSON-native, as it reads back from disk
             artifacts=[str(Path(a).relative_to(results_dir)) if Path(a).is_relative_to(results_dir) else str(a)
                        for a in fit.artifacts],
         )
@@ -248,7 +272,7 @@ def run_grid(
     reporter = reporter or SilentReporter()
     task = catalog.task(task_id)
     methods = [catalog.method(m) for m in (method_names or task.default_methods)]
-    data = load_task_data(task, store)
+    data = load_task_data(task, store, run_image_size(task, profile))
     specs = expand_grid(task, methods, sizes or task.train_sizes, seeds, profile, data)
     summary = GridSummary(specs=specs)
     todo = []

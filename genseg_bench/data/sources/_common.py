@@ -585,6 +585,9 @@ def pair_reader(
 
 # --------------------------------------------------------------------- Waterloo skin sets
 
+WATERLOO_COLLECTIONS = frozenset({"dermis", "dermquest"})
+"""The collections of the Waterloo archive, as lower-case folder names."""
+
 
 def waterloo_pairs(root: Path, source_id: str, layout: str, collection: str) -> list[Pair]:
     """Pairs of the University of Waterloo "Skin Cancer Detection" archive (DermIS, DermQuest).
@@ -592,16 +595,21 @@ def waterloo_pairs(root: Path, source_id: str, layout: str, collection: str) -> 
     The archive holds ``skin_data/{melanoma,notmelanoma}/{dermIS,dermquest}/`` with
     ``<name>_orig.jpg`` photographs and ``<name>_contour.png`` lesion masks side by
     side. Only folders under a folder named ``collection`` (case-insensitive) are
-    read when the tree has one, so the same root serves both sets; a flat folder
-    without such a name is read whole. Case id: ``<class folder>/<name>`` (e.g.
+    read when the tree has one, so the same root serves both sets; a folder under
+    the other collection's name is never read; a flat folder without such names
+    is read whole. Case id: ``<class folder>/<name>`` (e.g.
     ``melanoma/Oh-MM-1``), or ``<name>`` when there is no class folder.
     """
     root = require_root(root, source_id, layout)
-    folders: list[tuple[Path, Path | None]] = []  # (folder with *_orig.jpg, its collection folder)
+    orig, contour = ("_orig.jpg", "_orig.jpeg"), ("_contour.png",)
+    folders: list[tuple[Path, Path | None]] = []  # (folder with pair files, its collection folder)
     for folder in walk_dirs(root):
-        if not list_files(folder, ("_orig.jpg", "_orig.jpeg")):
+        # a folder of masks alone is read too, so that its stray masks are reported, not skipped
+        if not list_files(folder, (*orig, *contour)):
             continue
         rel_parts = [root.name, *folder.relative_to(root).parts]
+        if any(part.lower() in WATERLOO_COLLECTIONS - {collection.lower()} for part in rel_parts):
+            continue  # the other collection's folder: never read as this one, even when this one is absent
         hits = [i for i, part in enumerate(rel_parts) if part.lower() == collection.lower()]
         coll = root.parent.joinpath(*rel_parts[: hits[-1] + 1]) if hits else None
         folders.append((folder, coll))
@@ -619,10 +627,8 @@ def waterloo_pairs(root: Path, source_id: str, layout: str, collection: str) -> 
         else:
             inner = folder.relative_to(root).as_posix() if folder != root else ""
             prefix = f"{inner}/" if inner else ""
-        images = index_files(
-            list_files(folder, ("_orig.jpg", "_orig.jpeg")), lambda p: strip_ext(p, ("_orig.jpg", "_orig.jpeg")), "image"
-        )
-        masks = index_files(list_files(folder, ("_contour.png",)), lambda p: strip_ext(p, ("_contour.png",)), "mask")
+        images = index_files(list_files(folder, orig), lambda p: strip_ext(p, orig), "image")
+        masks = index_files(list_files(folder, contour), lambda p: strip_ext(p, contour), "mask")
         joined = match(
             images,
             masks,
@@ -723,7 +729,7 @@ def read_nifti(path: Path) -> np.ndarray:
         raise DataError(f"file {path} disappeared while reading: {exc}") from exc
     except Exception as exc:  # nibabel raises many types (ImageFileError, EOFError, zlib.error, ...)
         raise corrupt(path, exc) from exc
-    return np.ascontiguousarray(np.transpose(np.asarray(data), tuple(range(data.ndim))[::-1]))
+    return np.ascontiguousarray(np.asarray(data))
 
 
 def read_mhd(path: Path) -> np.ndarray:

@@ -1,6 +1,7 @@
 """The explicit list of real data sources (no import-time registration).
 
-Adding a data set: write ``sources/<name>.py`` exposing ``SOURCE`` and add it here.
+Adding a data set: write ``sources/<name>.py`` exposing ``SOURCE`` (or ``SOURCES``, a tuple,
+for a module with several sets, like :mod:`msd`) and add it here.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from genseg_bench.data.sources import (
     cvc_clinicdb,
     dermis,
     dermquest,
+    etab,
     fetreg,
     fpd,
     fuseg,
@@ -20,6 +22,7 @@ from genseg_bench.data.sources import (
     jsrt,
     kvasir,
     montgomery,
+    msd,
     ph2,
     shenzhen,
 )
@@ -40,6 +43,10 @@ _MODULES = (
     busi,
     fuseg,
     icfluid,
+    etab,
 )
 
-SOURCES: dict[str, SourceInfo] = {m.SOURCE.id: m.SOURCE for m in _MODULES}
+SOURCES: dict[str, SourceInfo] = {
+    **{m.SOURCE.id: m.SOURCE for m in _MODULES},
+    **{s.id: s for s in msd.SOURCES},
+}

@@ -1,0 +1,110 @@
+"""The command line: a thin layer whose errors are one clear message and exit code 2."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from genseg_bench.cli import app
+from genseg_bench.data.store import Store
+from genseg_bench.errors import HubError
+
+runner = CliRunner()
+
+
+def invoke(*args: str) -> tuple[int, str]:
+    res = runner.invoke(app, list(args))
+    return res.exit_code, res.output
+
+
+def test_tasks_lists_paper_open_and_synthetic_tasks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from genseg_bench import cli
+
+    monkeypatch.setattr(cli.console, "width", 300)  # the test terminal is narrow; ids must not wrap
+    code, out = invoke("tasks", "--store", str(tmp_path))
+    assert code == 0
+    for tid in ("isic-ood", "hippocampus-3d", "kvasir-to-cvc", "synthetic-ood"):
+        assert tid in out
+
+
+def test_unknown_task_suggests_the_closest_id(tmp_path: Path) -> None:
+    code, out = invoke("run", "--task", "isic-od", "--results", str(tmp_path))
+    assert code == 2 and "isic-ood" in out and "Traceback" not in out
+
+
+def test_unknown_method_is_an_error_before_training(tmp_path: Path) -> None:
+    code, out = invoke("run", "--task", "synthetic", "--methods", "unett", "--results", str(tmp_path))
+    assert code == 2 and "unet" in out
+    assert not list(tmp_path.rglob("*.json"))
+
+
+@pytest.mark.parametrize("seeds", ["a,b", "0;1"])
+def test_bad_seeds_are_rejected(tmp_path: Path, seeds: str) -> None:
+    code, out = invoke("run", "--task", "synthetic", "--seeds", seeds, "--results", str(tmp_path))
+    assert code == 2 and "--seeds" in out
+
+
+def test_report_without_results_says_how_to_get_them(tmp_path: Path) -> None:
+    code, out = invoke("report", "--task", "synthetic", "--results", str(tmp_path))
+    assert code == 2 and "genseg-bench run --task synthetic" in " ".join(out.split())
+
+
+def test_run_then_report_json(tmp_path: Path) -> None:
+    store, results = str(tmp_path / "store"), str(tmp_path / "results")
+    code, out = invoke("run", "--task", "synthetic", "--methods", "unet", "--sizes", "8", "--seeds", "0,1",
+                       "--profile", "smoke", "--store", store, "--results", results)
+    assert code == 0, out
+    assert "2 run(s) done" in out and "unet" in out
+    code, out = invoke("run", "--task", "synthetic", "--methods", "unet", "--sizes", "8", "--seeds", "0,1",
+                       "--profile", "smoke", "--store", store, "--results", results, "--no-report")
+    assert code == 0 and "0 run(s) done, 2 skipped" in out
+    code, out = invoke("report", "--task", "synthetic", "--results", results, "--format", "json")
+    assert code == 0
+    rows = json.loads(out)["rows"]
+    assert rows[0]["method"] == "unet" and rows[0]["n_seeds"] == 2
+
+
+def test_report_rejects_unknown_format(tmp_path: Path) -> None:
+    code, out = invoke("report", "--task", "synthetic", "--results", str(tmp_path), "--format", "xml")
+    assert code == 2 and "table, json or markdown" in out
+
+
+def test_prepare_real_data_without_source_folder(tmp_path: Path) -> None:
+    code, out = invoke("data", "prepare", "kvasir", "--store", str(tmp_path))
+    assert code == 2 and "--from" in out
+
+
+def test_prepare_from_missing_folder_names_it(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere"
+    code, out = invoke("data", "prepare", "kvasir", "--from", str(missing), "--store", str(tmp_path / "s"))
+    assert code == 2 and "nowhere" in out.replace("\n", "")
+    assert not (tmp_path / "s" / "kvasir").exists() or not any((tmp_path / "s" / "kvasir").iterdir())
+
+
+def test_hub_push_offline_is_a_clear_error_and_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from genseg_bench.hub import pull_prepared, push_prepared
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_TOKEN", "hf_dummy_token_for_the_test")
+    store = Store(tmp_path / "store")
+    store.ensure("synthetic-a", 16)
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    with pytest.raises(HubError, match="someone/genseg-data"):
+        push_prepared(store, "synthetic-a", 16, "someone/genseg-data")
+    with pytest.raises(HubError, match="someone/genseg-data"):
+        pull_prepared(store, "synthetic-b", 16, "someone/genseg-data")
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+    assert not store.is_prepared("synthetic-b", 16)
+
+
+def test_hub_push_without_token(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # no stored login either
+    code, out = invoke("data", "push", "synthetic-a", "--repo", "someone/x", "--size", "16",
+                       "--store", str(tmp_path / "s"))
+    assert code == 2 and "token" in out

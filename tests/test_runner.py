@@ -1,0 +1,152 @@
+"""The runner: deterministic job ids, one atomic result per run, resume, failures recorded.
+
+Real training with the ``smoke`` profile (32 px, a few iterations) on the embedded
+synthetic task, so every path here is the one a user's grid takes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from genseg_bench.catalog import Catalog
+from genseg_bench.data.store import Store
+from genseg_bench.errors import DataError, TrainingDiverged
+from genseg_bench.methods.base import FitContext, FitResult, Method, SegData
+from genseg_bench.profiles import get_profile
+from genseg_bench.results import iter_results, read_result, result_path
+from genseg_bench.runner import SilentReporter, load_task_data, run_grid
+from genseg_bench.specs import MethodSpec, RunResult, RunSpec
+
+CPU = torch.device("cpu")
+SMOKE = get_profile("smoke")
+
+
+class Boom(Method):
+    """A method that crashes: the grid must record it as failed and go on."""
+
+    def fit(self, train: SegData, val: SegData, ctx: FitContext) -> FitResult:
+        raise RuntimeError("boom: deliberate failure")
+
+
+class Diverges(Method):
+    """A method whose loss goes NaN."""
+
+    def fit(self, train: SegData, val: SegData, ctx: FitContext) -> FitResult:
+        raise TrainingDiverged("loss is nan at iteration 3")
+
+
+def _with_methods(catalog: Catalog, *specs: MethodSpec) -> Catalog:
+    return replace(catalog, methods={**catalog.methods, **{s.name: s for s in specs}})
+
+
+def _mtimes(results: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_mtime_ns for p in results.rglob("*.json")}
+
+
+class StopAt(SilentReporter):
+    """Simulates Ctrl-C when the n-th run starts (after earlier runs finished)."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.started = 0
+
+    def run_started(self, spec: RunSpec, iterations: int) -> None:
+        self.started += 1
+        if self.started == self.n:
+            raise KeyboardInterrupt
+
+
+def test_grid_writes_one_result_per_run_with_provenance(catalog: Catalog, store: Store, tmp_path: Path) -> None:
+    s = run_grid(catalog, "synthetic-ood", ["unet"], [8], [0, 1], SMOKE, store, tmp_path, CPU)
+    assert len(s.ran) == 2 and not s.failed
+    files = sorted((tmp_path / "synthetic-ood").glob("*.json"))
+    assert [f.stem for f in files] == sorted(r.run_id for r in s.ran)
+    r = read_result(files[0])
+    assert r.status == "ok" and set(r.test_sets) == {"synthetic-a", "synthetic-b"}
+    assert r.versions["torch"] and r.device == "cpu" and r.wall_time_s > 0
+    assert set(r.spec.data_fingerprints) == {"synthetic-a", "synthetic-b"}
+    assert len(r.train_cases) == 8 and r.val_cases and not set(r.train_cases) & set(r.val_cases)
+    ts = r.test_sets["synthetic-b"]
+    assert len(ts.dice) == len(ts.case_ids) and 0.0 <= ts.mean_dice <= 1.0
+    assert not list(tmp_path.rglob(".tmp-*")), "no temporary files are left behind"
+
+
+def test_run_ids_are_deterministic_and_depend_on_what_changes_a_result(catalog: Catalog, store: Store) -> None:
+    from genseg_bench.runner import expand_grid
+
+    task = catalog.task("synthetic")
+    data = load_task_data(task, store, 32)
+    a = expand_grid(task, [catalog.method("unet")], [8], [0, 1], SMOKE, data)
+    b = expand_grid(task, [catalog.method("unet")], [8], [0, 1], SMOKE, data)
+    assert [x.run_id for x in a] == [x.run_id for x in b]
+    assert len({x.run_id for x in a}) == 2
+    other = expand_grid(task, [catalog.method("unet")], [8], [0], get_profile("smoke", iterations=7), data)
+    assert other[0].run_id != a[0].run_id
+
+
+def test_killed_grid_resumes_without_losing_or_redoing_runs(catalog: Catalog, store: Store, tmp_path: Path) -> None:
+    with pytest.raises(KeyboardInterrupt):
+        run_grid(catalog, "synthetic", ["unet"], [8], [0, 1, 2], SMOKE, store, tmp_path, CPU, StopAt(3))
+    finished = _mtimes(tmp_path)
+    assert len(finished) == 2, "the two runs that finished before the interrupt are on disk"
+    s = run_grid(catalog, "synthetic", ["unet"], [8], [0, 1, 2], SMOKE, store, tmp_path, CPU)
+    assert len(s.skipped) == 2 and len(s.ran) == 1 and s.ran[0].spec.seed == 2
+    after = _mtimes(tmp_path)
+    assert {k: after[k] for k in finished} == finished, "finished runs were not rewritten"
+    again = run_grid(catalog, "synthetic", ["unet"], [8], [0, 1, 2], SMOKE, store, tmp_path, CPU)
+    assert not again.ran and len(again.skipped) == 3
+
+
+def test_failing_and_diverging_runs_are_recorded_and_the_grid_goes_on(
+    catalog: Catalog, store: Store, tmp_path: Path
+) -> None:
+    cat = _with_methods(
+        catalog,
+        MethodSpec(name="boom", kind="test_runner:Boom", description="crashes"),
+        MethodSpec(name="nan", kind="test_runner:Diverges", description="diverges"),
+    )
+    s = run_grid(cat, "synthetic", ["boom", "nan", "unet"], [8], [0], SMOKE, store, tmp_path, CPU)
+    by_method = {r.spec.method: r for r in s.ran}
+    assert by_method["boom"].status == "failed" and "boom: deliberate failure" in (by_method["boom"].error or "")
+    assert by_method["nan"].status == "failed" and "TrainingDiverged" in (by_method["nan"].error or "")
+    assert by_method["unet"].status == "ok"
+    # failed runs are kept (not silently retried) unless asked
+    again = run_grid(cat, "synthetic", ["boom", "unet"], [8], [0], SMOKE, store, tmp_path, CPU)
+    assert not again.ran
+    retried = run_grid(cat, "synthetic", ["boom", "unet"], [8], [0], SMOKE, store, tmp_path, CPU, retry_failed=True)
+    assert [r.spec.method for r in retried.ran] == ["boom"]
+
+
+def test_corrupt_result_file_is_redone_and_other_runs_kept(catalog: Catalog, store: Store, tmp_path: Path) -> None:
+    s = run_grid(catalog, "synthetic", ["unet"], [8], [0, 1], SMOKE, store, tmp_path, CPU)
+    bad = result_path(tmp_path, s.ran[0].spec)
+    bad.write_text('{"schema_version": 1, "run_id": "trunc')
+    keep = result_path(tmp_path, s.ran[1].spec).stat().st_mtime_ns
+    again = run_grid(catalog, "synthetic", ["unet"], [8], [0, 1], SMOKE, store, tmp_path, CPU)
+    assert [r.spec.seed for r in again.ran] == [s.ran[0].spec.seed]
+    assert result_path(tmp_path, s.ran[1].spec).stat().st_mtime_ns == keep
+    assert read_result(bad).status == "ok"
+
+
+def test_too_large_training_size_fails_before_any_training(catalog: Catalog, store: Store, tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="training"):
+        run_grid(catalog, "synthetic", ["unet"], [100000], [0], SMOKE, store, tmp_path, CPU)
+    assert not list(tmp_path.rglob("*.json"))
+
+
+def test_unprepared_real_data_names_the_prepare_command(catalog: Catalog, tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="genseg-bench data prepare kvasir --from PATH"):
+        run_grid(catalog, "kvasir-to-cvc", ["unet"], [8], [0], SMOKE, Store(tmp_path / "s"), tmp_path / "r", CPU)
+
+
+def test_results_are_plain_json_that_round_trips(catalog: Catalog, store: Store, tmp_path: Path) -> None:
+    s = run_grid(catalog, "synthetic", ["unet"], [8], [0], SMOKE, store, tmp_path, CPU)
+    path = result_path(tmp_path, s.ran[0].spec)
+    data = json.loads(path.read_text())
+    assert RunResult.model_validate(data) == s.ran[0]
+    assert [r.run_id for r in iter_results(tmp_path, "synthetic")] == [s.ran[0].run_id]
