@@ -61,7 +61,9 @@ def _uniform(n: int, low: float, high: float, gen: torch.Generator, device: torc
     return torch.rand(n, generator=gen, device=device) * (high - low) + low
 
 
-def _affine(n: int, dims: int, cfg: AugmentConfig, gen: torch.Generator, device: torch.device) -> torch.Tensor:
+def _affine(
+    n: int, dims: int, cfg: AugmentConfig, gen: torch.Generator, device: torch.device
+) -> torch.Tensor:
     """``n x (dims+1) x (dims+1)`` matrices, each op composed in a per-batch random order."""
     eye = torch.eye(dims + 1, device=device).expand(n, -1, -1).clone()
     affine_ops = [o for o in cfg.ops if o != "elastic"]
@@ -84,7 +86,9 @@ def _affine(n: int, dims: int, cfg: AugmentConfig, gen: torch.Generator, device:
                 m[:, axis, axis] = sign
         elif op == "translate":
             for axis in range(dims):
-                m[:, axis, dims] = _uniform(n, -2 * cfg.translate_fraction, 2 * cfg.translate_fraction, gen, device)
+                m[:, axis, dims] = _uniform(
+                    n, -2 * cfg.translate_fraction, 2 * cfg.translate_fraction, gen, device
+                )
         mat = m @ mat
     return mat
 
@@ -99,7 +103,9 @@ def _grid(
     grid = F.affine_grid(theta, list(shape), align_corners=False)
     if "elastic" in cfg.ops:
         k = cfg.elastic_grid
-        coarse = (torch.rand((n, dims, *([k] * dims)), generator=gen, device=device) * 2 - 1) * cfg.elastic_alpha
+        coarse = (
+            torch.rand((n, dims, *([k] * dims)), generator=gen, device=device) * 2 - 1
+        ) * cfg.elastic_alpha
         mode = "bilinear" if dims == 2 else "trilinear"
         field = F.interpolate(coarse, size=tuple(shape[2:]), mode=mode, align_corners=True)
         grid = grid + field.movedim(1, -1)

@@ -34,13 +34,17 @@ def _read_tables(directory: Path, key: str) -> list[tuple[Path, dict[str, Any]]]
             raise SpecError(f"{path}: not valid TOML ({exc}). Fix the syntax of that file.") from exc
         extra = set(data) - {key}
         if extra:
-            raise SpecError(f"{path}: unknown top-level keys {sorted(extra)}; only [[{key}]] tables are allowed.")
+            raise SpecError(
+                f"{path}: unknown top-level keys {sorted(extra)}; only [[{key}]] tables are allowed."
+            )
         for table in data.get(key, []):
             tables.append((path, table))
     return tables
 
 
-def _resolve(tables: list[tuple[Path, dict[str, Any]]], id_key: str) -> dict[str, tuple[Path, dict[str, Any]]]:
+def _resolve(
+    tables: list[tuple[Path, dict[str, Any]]], id_key: str
+) -> dict[str, tuple[Path, dict[str, Any]]]:
     by_id: dict[str, tuple[Path, dict[str, Any]]] = {}
     for path, table in tables:
         ident = table.get(id_key)

@@ -54,7 +54,9 @@ def _ints(text: str | None, what: str) -> list[int] | None:
     try:
         return [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        raise GensegBenchError(f"--{what} takes comma-separated integers, e.g. 0,1,2; got {text!r}.") from None
+        raise GensegBenchError(
+            f"--{what} takes comma-separated integers, e.g. 0,1,2; got {text!r}."
+        ) from None
 
 
 def _names(text: str | None) -> list[str] | None:
@@ -76,12 +78,25 @@ def tasks_cmd(store: StoreOpt = default_store_root(), family: str | None = None)
         if family and t.family != family:
             continue
         missing = [s for s in t.sources if not is_synthetic(s) and not st.is_prepared(s, t.image_size)]
-        status = "[green]embedded[/]" if t.synthetic else ("[green]ready[/]" if not missing else
-                                                           f"[yellow]missing {', '.join(missing)}[/]")
-        sizes = ",".join(map(str, t.train_sizes)) + (f" (sweep {','.join(map(str, t.sweep_sizes))})"
-                                                    if t.sweep_sizes else "")
-        table.add_row(t.id, t.organ, t.modality, f"{t.dims}D", t.train_source,
-                      ", ".join(ts.name for ts in t.test_sets), t.metric, sizes, status)
+        status = (
+            "[green]embedded[/]"
+            if t.synthetic
+            else ("[green]ready[/]" if not missing else f"[yellow]missing {', '.join(missing)}[/]")
+        )
+        sizes = ",".join(map(str, t.train_sizes)) + (
+            f" (sweep {','.join(map(str, t.sweep_sizes))})" if t.sweep_sizes else ""
+        )
+        table.add_row(
+            t.id,
+            t.organ,
+            t.modality,
+            f"{t.dims}D",
+            t.train_source,
+            ", ".join(ts.name for ts in t.test_sets),
+            t.metric,
+            sizes,
+            status,
+        )
     console.print(table)
 
 
@@ -102,8 +117,12 @@ def methods_cmd() -> None:
 @friendly
 def run_cmd(
     task: Annotated[str, typer.Option("--task", "-t", help="Task id (see `genseg-bench tasks`).")],
-    methods: Annotated[str | None, typer.Option(help="Comma-separated methods (default: the task's).")] = None,
-    sizes: Annotated[str | None, typer.Option(help="Comma-separated training sizes (default: the task's).")] = None,
+    methods: Annotated[
+        str | None, typer.Option(help="Comma-separated methods (default: the task's).")
+    ] = None,
+    sizes: Annotated[
+        str | None, typer.Option(help="Comma-separated training sizes (default: the task's).")
+    ] = None,
     seeds: Annotated[str, typer.Option(help="Comma-separated training seeds.")] = "0,1,2",
     profile: Annotated[str, typer.Option(help="Budget profile: quick, paper or smoke.")] = "quick",
     image_size: Annotated[int | None, typer.Option(help="Override the profile's image size.")] = None,
@@ -122,26 +141,49 @@ def run_cmd(
     catalog = Catalog.load()
     prof = get_profile(profile, image_size, iterations)
     dev = resolve_device(device)
-    console.print(f"[bold]{task}[/]: profile {prof.name} ({prof.iterations} it, "
-                  f"{prof.image_size or catalog.task(task).image_size}px), device {dev}, results in {results}")
+    console.print(
+        f"[bold]{task}[/]: profile {prof.name} ({prof.iterations} it, "
+        f"{prof.image_size or catalog.task(task).image_size}px), device {dev}, results in {results}"
+    )
     with RichReporter(console) as reporter:
-        summary = run_grid(catalog, task, _names(methods), _ints(sizes, "sizes"), _ints(seeds, "seeds") or [0],
-                           prof, Store(store), results, dev, reporter, retry_failed)
-    console.print(f"{len(summary.ran)} run(s) done, {len(summary.skipped)} skipped (already done), "
-                  f"{len(summary.failed)} failed.")
+        summary = run_grid(
+            catalog,
+            task,
+            _names(methods),
+            _ints(sizes, "sizes"),
+            _ints(seeds, "seeds") or [0],
+            prof,
+            Store(store),
+            results,
+            dev,
+            reporter,
+            retry_failed,
+        )
+    console.print(
+        f"{len(summary.ran)} run(s) done, {len(summary.skipped)} skipped (already done), "
+        f"{len(summary.failed)} failed."
+    )
     if report:
         _print_report(catalog, task, results, None, "table", [r.spec.method for r in summary.ran] or None)
 
 
-def _print_report(catalog: Catalog, task_id: str, results: Path, compare: list[str] | None, fmt: str,
-                  methods: list[str] | None = None) -> None:
+def _print_report(
+    catalog: Catalog,
+    task_id: str,
+    results: Path,
+    compare: list[str] | None,
+    fmt: str,
+    methods: list[str] | None = None,
+) -> None:
     from genseg_bench import report as rep
     from genseg_bench.results import iter_results
 
     task = catalog.task(task_id)
     res = list(iter_results(results, task_id))
     if not res:
-        raise GensegBenchError(f"no results for task {task_id!r} under {results}. Run: genseg-bench run --task {task_id}")
+        raise GensegBenchError(
+            f"no results for task {task_id!r} under {results}. Run: genseg-bench run --task {task_id}"
+        )
     rows = rep.aggregate(task, res)
     tests = []
     if compare:
@@ -165,9 +207,16 @@ def _print_report(catalog: Catalog, task_id: str, results: Path, compare: list[s
         for col in ("n train", "test set", "mean a", "mean b", "a − b", "pairs", "t", "p (two-sided)"):
             tt.add_column(col)
         for t in tests:
-            tt.add_row(str(t.train_size), t.test_set, f"{t.mean_a:.3f}", f"{t.mean_b:.3f}", f"{t.mean_diff:+.3f}",
-                       str(t.n_pairs), "-" if t.t is None else f"{t.t:.2f}",
-                       "-" if t.p_value is None else f"{t.p_value:.4f}")
+            tt.add_row(
+                str(t.train_size),
+                t.test_set,
+                f"{t.mean_a:.3f}",
+                f"{t.mean_b:.3f}",
+                f"{t.mean_diff:+.3f}",
+                str(t.n_pairs),
+                "-" if t.t is None else f"{t.t:.2f}",
+                "-" if t.p_value is None else f"{t.p_value:.4f}",
+            )
         console.print(tt)
 
 
@@ -176,7 +225,9 @@ def _print_report(catalog: Catalog, task_id: str, results: Path, compare: list[s
 def report_cmd(
     task: Annotated[str, typer.Option("--task", "-t")],
     results: ResultsOpt = Path("results"),
-    compare: Annotated[str | None, typer.Option(help="Two methods for a paired t-test, e.g. genseg-unet,unet.")] = None,
+    compare: Annotated[
+        str | None, typer.Option(help="Two methods for a paired t-test, e.g. genseg-unet,unet.")
+    ] = None,
     format: Annotated[str, typer.Option("--format", help="table, json or markdown.")] = "table",
 ) -> None:
     """Mean ± std over seeds per method and test set beside the paper's numbers; optional paired t-test."""
@@ -189,7 +240,9 @@ def report_cmd(
 @friendly
 def data_prepare(
     dataset: Annotated[str, typer.Argument(help="Data set id, e.g. kvasir, cvc-clinicdb, msd-hippocampus.")],
-    source_dir: Annotated[Path | None, typer.Option("--from", help="Folder of the official distribution.")] = None,
+    source_dir: Annotated[
+        Path | None, typer.Option("--from", help="Folder of the official distribution.")
+    ] = None,
     size: Annotated[int, typer.Option(help="Side length after resizing (3D: cube side).")] = 256,
     store: StoreOpt = default_store_root(),
     overwrite: bool = False,
@@ -203,16 +256,24 @@ def data_prepare(
     st = Store(store)
     if st.is_prepared(dataset, size) and not overwrite:
         p = st.load(dataset, size)
-        console.print(f"{dataset} is already prepared at {size}px ({len(p.case_ids)} cases, fingerprint "
-                      f"{p.fingerprint}) in {p.path}. Use --overwrite to prepare it again.")
+        console.print(
+            f"{dataset} is already prepared at {size}px ({len(p.case_ids)} cases, fingerprint "
+            f"{p.fingerprint}) in {p.path}. Use --overwrite to prepare it again."
+        )
         return
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=console) as progress:
         bar = progress.add_task(f"reading {info.title}", total=None)
-        p = st.prepare(dataset, source_dir, size,
-                       progress=lambda n: progress.update(bar, description=f"reading {info.title}: {n} cases"),
-                       overwrite=overwrite)
-    console.print(f"[green]prepared[/] {dataset}: {len(p.case_ids)} cases at {size}px, fingerprint {p.fingerprint}, "
-                  f"in {p.path}\nbinarisation: {info.binarisation}")
+        p = st.prepare(
+            dataset,
+            source_dir,
+            size,
+            progress=lambda n: progress.update(bar, description=f"reading {info.title}: {n} cases"),
+            overwrite=overwrite,
+        )
+    console.print(
+        f"[green]prepared[/] {dataset}: {len(p.case_ids)} cases at {size}px, fingerprint {p.fingerprint}, "
+        f"in {p.path}\nbinarisation: {info.binarisation}"
+    )
 
 
 @data_app.command("list")
@@ -262,7 +323,9 @@ def data_pull(
     from genseg_bench.hub import pull_prepared
 
     p = pull_prepared(Store(store), dataset, size, repo, token, revision)
-    console.print(f"[green]pulled[/] {dataset} ({size}px, {len(p.case_ids)} cases, fingerprint {p.fingerprint})")
+    console.print(
+        f"[green]pulled[/] {dataset} ({size}px, {len(p.case_ids)} cases, fingerprint {p.fingerprint})"
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

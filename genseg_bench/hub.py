@@ -54,12 +54,15 @@ def write_viewer_parquet(prepared: PreparedSet, path: Path) -> None:
     features = datasets.Features(
         {"case_id": datasets.Value("string"), "image": datasets.Image(), "mask": datasets.Image()}
     )
-    ds = datasets.Dataset.from_dict({"case_id": prepared.case_ids, "image": imgs, "mask": msks}, features=features)
+    ds = datasets.Dataset.from_dict(
+        {"case_id": prepared.case_ids, "image": imgs, "mask": msks}, features=features
+    )
     ds.to_parquet(str(path))
 
 
-def push_prepared(store: Store, source: str, size: int, repo: str, token: str | None = None,
-                  private: bool = False) -> str:
+def push_prepared(
+    store: Store, source: str, size: int, repo: str, token: str | None = None, private: bool = False
+) -> str:
     """Upload one prepared set to a dataset repo in one commit; returns the commit URL."""
     from huggingface_hub import HfApi
 
@@ -73,7 +76,9 @@ def push_prepared(store: Store, source: str, size: int, repo: str, token: str | 
         try:
             api.create_repo(repo, repo_type="dataset", exist_ok=True, private=private)
             info = api.upload_folder(
-                repo_id=repo, repo_type="dataset", folder_path=tmp,
+                repo_id=repo,
+                repo_type="dataset",
+                folder_path=tmp,
                 commit_message=f"genseg-bench: prepared {source} at {size}px (fingerprint {prepared.fingerprint})",
             )
         except Exception as exc:  # huggingface_hub raises many types (HTTP, connection, offline)
@@ -81,8 +86,9 @@ def push_prepared(store: Store, source: str, size: int, repo: str, token: str | 
     return str(getattr(info, "commit_url", info))
 
 
-def pull_prepared(store: Store, source: str, size: int, repo: str, token: str | None = None,
-                  revision: str | None = None) -> PreparedSet:
+def pull_prepared(
+    store: Store, source: str, size: int, repo: str, token: str | None = None, revision: str | None = None
+) -> PreparedSet:
     """Download one prepared set into the store, verifying its fingerprint before it lands."""
     from huggingface_hub import snapshot_download
 
@@ -93,20 +99,28 @@ def pull_prepared(store: Store, source: str, size: int, repo: str, token: str | 
     with tempfile.TemporaryDirectory(dir=store.root, prefix=".pull-") as tmp:
         try:
             snapshot_download(
-                repo_id=repo, repo_type="dataset", revision=revision, local_dir=tmp, token=token,
+                repo_id=repo,
+                repo_type="dataset",
+                revision=revision,
+                local_dir=tmp,
+                token=token,
                 allow_patterns=[f"{source}/{size}/*"],
             )
         except Exception as exc:
             raise _hub_error("pulling from", repo, exc) from exc
         got = Path(tmp) / source / str(size)
         if not (got / "meta.json").is_file():
-            raise HubError(f"{repo!r} has no prepared {source} at size {size} (no {source}/{size}/meta.json).")
+            raise HubError(
+                f"{repo!r} has no prepared {source} at size {size} (no {source}/{size}/meta.json)."
+            )
         (got / "viewer.parquet").unlink(missing_ok=True)
         pulled = Store(Path(tmp)).load(source, size)
         actual = fingerprint_arrays(np.asarray(pulled.images), np.asarray(pulled.masks), pulled.case_ids)
         if actual != pulled.fingerprint:
-            raise HubError(f"{repo!r}: {source}/{size} fingerprint mismatch ({actual} != {pulled.fingerprint}); "
-                           "the upload is corrupt. Nothing was written.")
+            raise HubError(
+                f"{repo!r}: {source}/{size} fingerprint mismatch ({actual} != {pulled.fingerprint}); "
+                "the upload is corrupt. Nothing was written."
+            )
         del pulled
         target.parent.mkdir(parents=True, exist_ok=True)
         if target.exists():

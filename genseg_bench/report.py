@@ -66,7 +66,9 @@ class PairedTest:
     p_value: float | None
 
 
-def _group(results: Iterable[RunResult]) -> tuple[dict[tuple[str, int, str], dict[int, float]], dict[tuple[str, int], int]]:
+def _group(
+    results: Iterable[RunResult],
+) -> tuple[dict[tuple[str, int, str], dict[int, float]], dict[tuple[str, int], int]]:
     scores: dict[tuple[str, int, str], dict[int, float]] = defaultdict(dict)
     failed: dict[tuple[str, int], int] = defaultdict(int)
     for r in results:
@@ -98,7 +100,13 @@ def aggregate(task: TaskSpec, results: list[RunResult]) -> list[ReportRow]:
         vals = [per_seed[s] for s in sorted(per_seed)]
         ref = refs.get((method, n, ts))
         gain = None
-        if ref is not None and ref.kind == "gain" and ref.baseline and (ref.baseline, n, ts) in means and vals:
+        if (
+            ref is not None
+            and ref.kind == "gain"
+            and ref.baseline
+            and (ref.baseline, n, ts) in means
+            and vals
+        ):
             gain = statistics.fmean(vals) - means[(ref.baseline, n, ts)]
         rows.append(
             ReportRow(
@@ -142,8 +150,18 @@ def paired_tests(task: TaskSpec, results: list[RunResult], method_a: str, method
                 res = stats.ttest_rel(xa, xb)
                 t, p = float(res.statistic), float(res.pvalue)
             out.append(
-                PairedTest(method_a, method_b, n, ts.name, statistics.fmean(xa), statistics.fmean(xb),
-                           statistics.fmean(diffs), len(seeds), t, p)
+                PairedTest(
+                    method_a,
+                    method_b,
+                    n,
+                    ts.name,
+                    statistics.fmean(xa),
+                    statistics.fmean(xb),
+                    statistics.fmean(diffs),
+                    len(seeds),
+                    t,
+                    p,
+                )
             )
     return out
 
@@ -168,7 +186,9 @@ def table_rows(rows: list[ReportRow]) -> list[list[str]]:
     for r in rows:
         score = "-" if r.n_seeds == 0 else f"{r.mean:.3f} ± {r.std:.3f}"
         seeds = f"{r.n_seeds}" + (f" ({r.failed} failed)" if r.failed else "")
-        out.append([r.method, str(r.train_size), r.test_set, score, seeds, paper_cell(r), _fmt(r.delta, True)])
+        out.append(
+            [r.method, str(r.train_size), r.test_set, score, seeds, paper_cell(r), _fmt(r.delta, True)]
+        )
     return out
 
 
@@ -176,14 +196,23 @@ HEADER = ["method", "n train", "test set", "score (mean ± std)", "seeds", "pape
 
 
 def to_markdown(task: TaskSpec, rows: list[ReportRow], tests: list[PairedTest]) -> str:
-    lines = [f"## {task.id}: {task.description}", "", f"Metric: {task.metric}. {EMPTY_POLICY} "
-             "Std is the sample standard deviation over seeds.", ""]
+    lines = [
+        f"## {task.id}: {task.description}",
+        "",
+        f"Metric: {task.metric}. {EMPTY_POLICY} Std is the sample standard deviation over seeds.",
+        "",
+    ]
     lines.append("| " + " | ".join(HEADER) + " |")
     lines.append("|" + "---|" * len(HEADER))
     lines += ["| " + " | ".join(r) + " |" for r in table_rows(rows)]
     if tests:
-        lines += ["", "Two-sided paired t-test across seeds:", "",
-                  "| a | b | n train | test set | mean a | mean b | a − b | pairs | t | p |", "|" + "---|" * 10]
+        lines += [
+            "",
+            "Two-sided paired t-test across seeds:",
+            "",
+            "| a | b | n train | test set | mean a | mean b | a − b | pairs | t | p |",
+            "|" + "---|" * 10,
+        ]
         lines += [
             f"| {t.method_a} | {t.method_b} | {t.train_size} | {t.test_set} | {t.mean_a:.3f} | {t.mean_b:.3f} | "
             f"{t.mean_diff:+.3f} | {t.n_pairs} | {_fmt(t.t)} | {_fmt(t.p_value)} |"

@@ -82,7 +82,9 @@ def read_result(path: Path) -> RunResult:
             f"{path}: incomplete or invalid result ({where}: {first['msg']}). Delete it and rerun the grid."
         ) from exc
     if result.run_id != result.spec.run_id:
-        raise ResultFileError(f"{path}: run_id does not match its spec (edited by hand?). Delete it and rerun.")
+        raise ResultFileError(
+            f"{path}: run_id does not match its spec (edited by hand?). Delete it and rerun."
+        )
     return result
 
 
@@ -126,8 +128,12 @@ def git_commit() -> str:
             ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5, check=True
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=here, capture_output=True, text=True,
-            timeout=5, check=True,
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return ""

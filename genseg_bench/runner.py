@@ -23,8 +23,8 @@ from typing import Protocol
 import torch
 
 from genseg_bench.catalog import Catalog
-from genseg_bench.data.splits import Split, load_or_make_split
 from genseg_bench.data.sources import is_synthetic
+from genseg_bench.data.splits import Split, load_or_make_split
 from genseg_bench.data.store import PreparedSet, Store, to_tensors
 from genseg_bench.errors import DataError, GensegBenchError
 from genseg_bench.methods.base import FitContext, SegData
@@ -66,7 +66,9 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise GensegBenchError(f"device {name!r} asked for, but CUDA is not available here. Use --device cpu or auto.")
+        raise GensegBenchError(
+            f"device {name!r} asked for, but CUDA is not available here. Use --device cpu or auto."
+        )
     return torch.device(name)
 
 
@@ -117,7 +119,9 @@ def load_task_data(task: TaskSpec, store: Store, run_size: int | None = None) ->
         if p.dims != task.dims:
             raise DataError(f"{p.path}: {src} is {p.dims}D but task {task.id!r} is {task.dims}D.")
     train = prepared[task.train_source]
-    split = load_or_make_split(train.path, train.case_ids, task.split_seed, task.test_fraction, task.validation)
+    split = load_or_make_split(
+        train.path, train.case_ids, task.split_seed, task.test_fraction, task.validation
+    )
     return TaskData(task=task, prepared=prepared, split=split)
 
 
@@ -226,8 +230,10 @@ def run_job(
             iterations=fit.iterations,
             wall_time_s=time.perf_counter() - start,
             extras=json.loads(json.dumps(fit.extras)),  # JSON-native, as it reads back from disk
-            artifacts=[str(Path(a).relative_to(results_dir)) if Path(a).is_relative_to(results_dir) else str(a)
-                       for a in fit.artifacts],
+            artifacts=[
+                str(Path(a).relative_to(results_dir)) if Path(a).is_relative_to(results_dir) else str(a)
+                for a in fit.artifacts
+            ],
         )
     except KeyboardInterrupt:
         raise
@@ -285,5 +291,7 @@ def run_grid(
     reporter.grid_started(len(specs), len(summary.skipped))
     by_name = {m.name: m for m in methods}
     for spec in todo:
-        summary.ran.append(run_job(spec, task, by_name[spec.method], profile, data, device, results_dir, reporter))
+        summary.ran.append(
+            run_job(spec, task, by_name[spec.method], profile, data, device, results_dir, reporter)
+        )
     return summary

@@ -27,5 +27,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
 @pytest.fixture
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
-        pytest.skip(f"real data not available: {SHARED_DATA} is absent (only the project's own checkout has it)")
+        pytest.skip(
+            f"real data not available: {SHARED_DATA} is absent (only the project's own checkout has it)"
+        )
     return SHARED_DATA

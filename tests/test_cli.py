@@ -54,12 +54,43 @@ def test_report_without_results_says_how_to_get_them(tmp_path: Path) -> None:
 
 def test_run_then_report_json(tmp_path: Path) -> None:
     store, results = str(tmp_path / "store"), str(tmp_path / "results")
-    code, out = invoke("run", "--task", "synthetic", "--methods", "unet", "--sizes", "8", "--seeds", "0,1",
-                       "--profile", "smoke", "--store", store, "--results", results)
+    code, out = invoke(
+        "run",
+        "--task",
+        "synthetic",
+        "--methods",
+        "unet",
+        "--sizes",
+        "8",
+        "--seeds",
+        "0,1",
+        "--profile",
+        "smoke",
+        "--store",
+        store,
+        "--results",
+        results,
+    )
     assert code == 0, out
     assert "2 run(s) done" in out and "unet" in out
-    code, out = invoke("run", "--task", "synthetic", "--methods", "unet", "--sizes", "8", "--seeds", "0,1",
-                       "--profile", "smoke", "--store", store, "--results", results, "--no-report")
+    code, out = invoke(
+        "run",
+        "--task",
+        "synthetic",
+        "--methods",
+        "unet",
+        "--sizes",
+        "8",
+        "--seeds",
+        "0,1",
+        "--profile",
+        "smoke",
+        "--store",
+        store,
+        "--results",
+        results,
+        "--no-report",
+    )
     assert code == 0 and "0 run(s) done, 2 skipped" in out
     code, out = invoke("report", "--task", "synthetic", "--results", results, "--format", "json")
     assert code == 0
@@ -105,6 +136,7 @@ def test_hub_push_offline_is_a_clear_error_and_writes_nothing(
 def test_hub_push_without_token(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # no stored login either
-    code, out = invoke("data", "push", "synthetic-a", "--repo", "someone/x", "--size", "16",
-                       "--store", str(tmp_path / "s"))
+    code, out = invoke(
+        "data", "push", "synthetic-a", "--repo", "someone/x", "--size", "16", "--store", str(tmp_path / "s")
+    )
     assert code == 2 and "token" in out

@@ -20,16 +20,34 @@ from genseg_bench.results import iter_results, read_result, write_result
 from genseg_bench.specs import SCHEMA_VERSION, RunResult, RunSpec, TaskSpec, TestSetResult
 
 
-def make_result(task: TaskSpec, method: str, seed: int, n: int, scores: dict[str, float], ok: bool = True) -> RunResult:
-    spec = RunSpec(task=task.id, method=method, train_size=n, seed=seed, profile="quick", task_hash="t",
-                   method_hash=method, profile_hash="p", data_fingerprints={"x": "f"})
+def make_result(
+    task: TaskSpec, method: str, seed: int, n: int, scores: dict[str, float], ok: bool = True
+) -> RunResult:
+    spec = RunSpec(
+        task=task.id,
+        method=method,
+        train_size=n,
+        seed=seed,
+        profile="quick",
+        task_hash="t",
+        method_hash=method,
+        profile_hash="p",
+        data_fingerprints={"x": "f"},
+    )
     sets = {
-        name: TestSetResult(case_ids=["a", "b"], dice=[v, v], jaccard=[v / (2 - v)] * 2, mean_dice=v,
-                            mean_jaccard=v / (2 - v))
+        name: TestSetResult(
+            case_ids=["a", "b"], dice=[v, v], jaccard=[v / (2 - v)] * 2, mean_dice=v, mean_jaccard=v / (2 - v)
+        )
         for name, v in scores.items()
     }
-    return RunResult(run_id=spec.run_id, spec=spec, status="ok" if ok else "failed", metric=task.metric,
-                     test_sets=sets if ok else {}, error=None if ok else "boom")
+    return RunResult(
+        run_id=spec.run_id,
+        spec=spec,
+        status="ok" if ok else "failed",
+        metric=task.metric,
+        test_sets=sets if ok else {},
+        error=None if ok else "boom",
+    )
 
 
 @pytest.fixture
@@ -47,7 +65,9 @@ def test_aggregate_mean_std_over_seeds_and_paper_reference(catalog: Catalog) -> 
     rows = rep.aggregate(isic, results)
     row = next(r for r in rows if r.method == ref.method and r.test_set == ts)
     scored = [r.score(ts) for r in results[:3]]  # dice, or jaccard = d / (2 - d) on a Jaccard task
-    assert row.mean == pytest.approx(statistics.fmean(scored)) and row.std == pytest.approx(statistics.stdev(scored))
+    assert row.mean == pytest.approx(statistics.fmean(scored)) and row.std == pytest.approx(
+        statistics.stdev(scored)
+    )
     assert row.n_seeds == 3 and row.failed == 1 and row.seeds == [0, 1, 2]
     assert row.paper == ref.value and row.delta == pytest.approx(row.mean - ref.value)
 
@@ -57,7 +77,9 @@ def test_paper_gain_is_compared_with_the_measured_gain(isic: TaskSpec) -> None:
     assert ref.baseline
     results = [make_result(isic, ref.method, s, ref.train_size, {ref.test_set: 0.8}) for s in range(3)]
     results += [make_result(isic, ref.baseline, s, ref.train_size, {ref.test_set: 0.7}) for s in range(3)]
-    row = next(r for r in rep.aggregate(isic, results) if r.method == ref.method and r.test_set == ref.test_set)
+    row = next(
+        r for r in rep.aggregate(isic, results) if r.method == ref.method and r.test_set == ref.test_set
+    )
     gain = results[0].score(ref.test_set) - results[3].score(ref.test_set)
     assert row.measured_gain == pytest.approx(gain) and row.delta == pytest.approx(gain - ref.value)
 

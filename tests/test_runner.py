@@ -61,7 +61,9 @@ class StopAt(SilentReporter):
             raise KeyboardInterrupt
 
 
-def test_grid_writes_one_result_per_run_with_provenance(catalog: Catalog, store: Store, tmp_path: Path) -> None:
+def test_grid_writes_one_result_per_run_with_provenance(
+    catalog: Catalog, store: Store, tmp_path: Path
+) -> None:
     s = run_grid(catalog, "synthetic-ood", ["unet"], [8], [0, 1], SMOKE, store, tmp_path, CPU)
     assert len(s.ran) == 2 and not s.failed
     files = sorted((tmp_path / "synthetic-ood").glob("*.json"))
@@ -76,7 +78,9 @@ def test_grid_writes_one_result_per_run_with_provenance(catalog: Catalog, store:
     assert not list(tmp_path.rglob(".tmp-*")), "no temporary files are left behind"
 
 
-def test_run_ids_are_deterministic_and_depend_on_what_changes_a_result(catalog: Catalog, store: Store) -> None:
+def test_run_ids_are_deterministic_and_depend_on_what_changes_a_result(
+    catalog: Catalog, store: Store
+) -> None:
     from genseg_bench.runner import expand_grid
 
     task = catalog.task("synthetic")
@@ -89,7 +93,9 @@ def test_run_ids_are_deterministic_and_depend_on_what_changes_a_result(catalog: 
     assert other[0].run_id != a[0].run_id
 
 
-def test_killed_grid_resumes_without_losing_or_redoing_runs(catalog: Catalog, store: Store, tmp_path: Path) -> None:
+def test_killed_grid_resumes_without_losing_or_redoing_runs(
+    catalog: Catalog, store: Store, tmp_path: Path
+) -> None:
     with pytest.raises(KeyboardInterrupt):
         run_grid(catalog, "synthetic", ["unet"], [8], [0, 1, 2], SMOKE, store, tmp_path, CPU, StopAt(3))
     finished = _mtimes(tmp_path)
@@ -112,17 +118,23 @@ def test_failing_and_diverging_runs_are_recorded_and_the_grid_goes_on(
     )
     s = run_grid(cat, "synthetic", ["boom", "nan", "unet"], [8], [0], SMOKE, store, tmp_path, CPU)
     by_method = {r.spec.method: r for r in s.ran}
-    assert by_method["boom"].status == "failed" and "boom: deliberate failure" in (by_method["boom"].error or "")
+    assert by_method["boom"].status == "failed" and "boom: deliberate failure" in (
+        by_method["boom"].error or ""
+    )
     assert by_method["nan"].status == "failed" and "TrainingDiverged" in (by_method["nan"].error or "")
     assert by_method["unet"].status == "ok"
     # failed runs are kept (not silently retried) unless asked
     again = run_grid(cat, "synthetic", ["boom", "unet"], [8], [0], SMOKE, store, tmp_path, CPU)
     assert not again.ran
-    retried = run_grid(cat, "synthetic", ["boom", "unet"], [8], [0], SMOKE, store, tmp_path, CPU, retry_failed=True)
+    retried = run_grid(
+        cat, "synthetic", ["boom", "unet"], [8], [0], SMOKE, store, tmp_path, CPU, retry_failed=True
+    )
     assert [r.spec.method for r in retried.ran] == ["boom"]
 
 
-def test_corrupt_result_file_is_redone_and_other_runs_kept(catalog: Catalog, store: Store, tmp_path: Path) -> None:
+def test_corrupt_result_file_is_redone_and_other_runs_kept(
+    catalog: Catalog, store: Store, tmp_path: Path
+) -> None:
     s = run_grid(catalog, "synthetic", ["unet"], [8], [0, 1], SMOKE, store, tmp_path, CPU)
     bad = result_path(tmp_path, s.ran[0].spec)
     bad.write_text('{"schema_version": 1, "run_id": "trunc')
@@ -133,7 +145,9 @@ def test_corrupt_result_file_is_redone_and_other_runs_kept(catalog: Catalog, sto
     assert read_result(bad).status == "ok"
 
 
-def test_too_large_training_size_fails_before_any_training(catalog: Catalog, store: Store, tmp_path: Path) -> None:
+def test_too_large_training_size_fails_before_any_training(
+    catalog: Catalog, store: Store, tmp_path: Path
+) -> None:
     with pytest.raises(DataError, match="training"):
         run_grid(catalog, "synthetic", ["unet"], [100000], [0], SMOKE, store, tmp_path, CPU)
     assert not list(tmp_path.rglob("*.json"))
@@ -141,7 +155,9 @@ def test_too_large_training_size_fails_before_any_training(catalog: Catalog, sto
 
 def test_unprepared_real_data_names_the_prepare_command(catalog: Catalog, tmp_path: Path) -> None:
     with pytest.raises(DataError, match="genseg-bench data prepare kvasir --from PATH"):
-        run_grid(catalog, "kvasir-to-cvc", ["unet"], [8], [0], SMOKE, Store(tmp_path / "s"), tmp_path / "r", CPU)
+        run_grid(
+            catalog, "kvasir-to-cvc", ["unet"], [8], [0], SMOKE, Store(tmp_path / "s"), tmp_path / "r", CPU
+        )
 
 
 def test_results_are_plain_json_that_round_trips(catalog: Catalog, store: Store, tmp_path: Path) -> None:

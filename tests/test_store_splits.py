@@ -77,6 +77,19 @@ def test_split_is_pure_nested_and_disjoint() -> None:
         s1.train(65)
 
 
+def test_split_is_identical_on_every_machine() -> None:
+    """Pinned from a keyed SHA-256 order: no RNG stream, so no platform or library version can change it.
+
+    Recompute by hand: sort the ids by sha256(f"{seed}:{case_id}").
+    """
+    s = make_split([f"case-{i:03d}" for i in range(50)], 0, 0.2, ValidationRule())
+    assert s.test == [
+        "case-040", "case-023", "case-033", "case-034", "case-024",
+        "case-016", "case-003", "case-037", "case-049", "case-005",
+    ]  # fmt: skip
+    assert s.val[:3] == ["case-009", "case-044", "case-030"] and len(s.train_pool) == 32
+
+
 def test_split_is_persisted_and_checked(tmp_path: Path) -> None:
     ids = [f"c{i}" for i in range(30)]
     rule = ValidationRule()
@@ -95,5 +108,5 @@ def test_to_tensors_resizes_and_converts(store: Store) -> None:
     p = store.ensure("synthetic-b", 32)
     x, m = to_tensors(p, np.arange(4), 16, 1, torch.device("cpu"))
     assert x.shape == (4, 1, 16, 16) and m.shape == (4, 1, 16, 16)
-    assert 0 <= float(x.min()) and float(x.max()) <= 1
+    assert float(x.min()) >= 0 and float(x.max()) <= 1
     assert set(m.unique().tolist()) <= {0.0, 1.0}

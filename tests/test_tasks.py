@@ -26,44 +26,117 @@ GENSEG_METHODS_FILE = METHODS_DIR / "genseg.toml"
 # Ids users type (PAPER_TASKS.md and the open / synthetic tasks).
 REQUIRED_IDS = [
     # in-domain
-    "fetreg", "isic", "cvc-clinicdb", "icfluid", "fuseg", "buid", "dermquest",
+    "fetreg",
+    "isic",
+    "cvc-clinicdb",
+    "icfluid",
+    "fuseg",
+    "buid",
+    "dermquest",
     # out-of-domain and sample efficiency
-    "isic-ood", "jsrt-ood", "jsrt",
+    "isic-ood",
+    "jsrt-ood",
+    "jsrt",
     # end-to-end vs. separate
-    "separate-fetreg", "separate-isic", "separate-cvc-clinicdb", "separate-icfluid",
-    "separate-fuseg", "separate-buid", "separate-isic-ood", "separate-jsrt-ood",
+    "separate-fetreg",
+    "separate-isic",
+    "separate-cvc-clinicdb",
+    "separate-icfluid",
+    "separate-fuseg",
+    "separate-buid",
+    "separate-isic-ood",
+    "separate-jsrt-ood",
     # augmentation / generation baselines
-    "baselines-fetreg", "baselines-isic", "baselines-cvc-clinicdb", "baselines-icfluid",
-    "baselines-fuseg", "baselines-buid", "baselines-isic-ood", "baselines-jsrt-ood",
+    "baselines-fetreg",
+    "baselines-isic",
+    "baselines-cvc-clinicdb",
+    "baselines-icfluid",
+    "baselines-fuseg",
+    "baselines-buid",
+    "baselines-isic-ood",
+    "baselines-jsrt-ood",
     # semi-supervised
-    "semisup-fetreg", "semisup-dermquest", "semisup-cvc-clinicdb", "semisup-icfluid",
-    "semisup-fuseg", "semisup-buid", "semisup-isic", "semisup-jsrt", "semisup-isic-ood",
+    "semisup-fetreg",
+    "semisup-dermquest",
+    "semisup-cvc-clinicdb",
+    "semisup-icfluid",
+    "semisup-fuseg",
+    "semisup-buid",
+    "semisup-isic",
+    "semisup-jsrt",
+    "semisup-isic-ood",
     "semisup-jsrt-ood",
     # nnU-Net, backbones, 3D, high data
-    "nnunet-jsrt-ood", "swinunet-isic", "hippocampus-3d", "liver-3d",
-    "high-data-isic", "high-data-fetreg", "high-data-buid", "high-data-cvc-clinicdb",
+    "nnunet-jsrt-ood",
+    "swinunet-isic",
+    "hippocampus-3d",
+    "liver-3d",
+    "high-data-isic",
+    "high-data-fetreg",
+    "high-data-buid",
+    "high-data-cvc-clinicdb",
     # ablations
-    "ablation-generator-isic", "ablation-gan-family-isic", "ablation-simultaneous-isic",
-    "ablation-aug-ops-jsrt", "ablation-aug-ops-isic", "ablation-elastic-jsrt", "ablation-elastic-isic",
-    "ablation-rotation-fetreg", "ablation-rotation-fpd",
-    "ablation-multibranch-isic", "ablation-multibranch-icfluid", "ablation-multibranch-buid",
-    "ablation-gamma-jsrt", "ablation-gamma-isic",
+    "ablation-generator-isic",
+    "ablation-gan-family-isic",
+    "ablation-simultaneous-isic",
+    "ablation-aug-ops-jsrt",
+    "ablation-aug-ops-isic",
+    "ablation-elastic-jsrt",
+    "ablation-elastic-isic",
+    "ablation-rotation-fetreg",
+    "ablation-rotation-fpd",
+    "ablation-multibranch-isic",
+    "ablation-multibranch-icfluid",
+    "ablation-multibranch-buid",
+    "ablation-gamma-jsrt",
+    "ablation-gamma-isic",
     # open data and synthetic
-    "kvasir-to-cvc", "cvc-to-kvasir", "synthetic", "synthetic-ood", "synthetic-genseg",
+    "kvasir-to-cvc",
+    "cvc-to-kvasir",
+    "synthetic",
+    "synthetic-ood",
+    "synthetic-genseg",
 ]
 
 KNOWN_SOURCES = {
-    "isic2018", "ph2", "dermis", "dermquest", "jsrt", "nlm-mc", "nlm-sz", "covid-qu-ex", "fetreg",
-    "fpd", "kvasir", "cvc-clinicdb", "buid", "fuseg", "icfluid", "etab-camus", "msd-hippocampus",
-    "msd-liver", "synthetic-a", "synthetic-b",
+    "isic2018",
+    "ph2",
+    "dermis",
+    "dermquest",
+    "jsrt",
+    "nlm-mc",
+    "nlm-sz",
+    "covid-qu-ex",
+    "fetreg",
+    "fpd",
+    "kvasir",
+    "cvc-clinicdb",
+    "buid",
+    "fuseg",
+    "icfluid",
+    "etab-camus",
+    "msd-hippocampus",
+    "msd-liver",
+    "synthetic-a",
+    "synthetic-b",
 }
 
 # Methods of the paper that genseg-bench does not implement: they may appear in
 # references (the paper's numbers), as the bare name or with a backbone suffix
 # ("wgan-deeplab"), but never in default_methods.
 PAPER_ONLY_METHODS = (
-    "wgan", "wgan-gp", "ctbct", "dct", "mcf", "nnunet", "swinunet", "genseg-swinunet",
-    "bbdm", "soft-intro-vae", "spade", "asapnet",
+    "wgan",
+    "wgan-gp",
+    "ctbct",
+    "dct",
+    "mcf",
+    "nnunet",
+    "swinunet",
+    "genseg-swinunet",
+    "bbdm",
+    "soft-intro-vae",
+    "spade",
+    "asapnet",
 )
 
 # Paper tasks whose results the paper's text gives only as figures (no number in the
@@ -82,9 +155,19 @@ NO_NUMBER_IN_TEXT = {
 # for kvasir / cvc-clinicdb, which lack a few pairs). Used to check that every size a
 # task asks for can be drawn from the training pool left after test and validation.
 SOURCE_SIZES = {
-    "isic2018": 2594, "dermquest": 137, "jsrt": 247, "fetreg": 2718, "fpd": 482, "kvasir": 998,
-    "cvc-clinicdb": 609, "buid": 630, "fuseg": 1010, "icfluid": 1460, "msd-hippocampus": 260,
-    "msd-liver": 123, "etab-camus": 1800,
+    "isic2018": 2594,
+    "dermquest": 137,
+    "jsrt": 247,
+    "fetreg": 2718,
+    "fpd": 482,
+    "kvasir": 998,
+    "cvc-clinicdb": 609,
+    "buid": 630,
+    "fuseg": 1010,
+    "icfluid": 1460,
+    "msd-hippocampus": 260,
+    "msd-liver": 123,
+    "etab-camus": 1800,
 }
 
 FIGURE_RE = re.compile(r"^Fig\. ([2-9]|10)[a-h]?(, ([2-9]|10)?[a-h]?)*$")
@@ -107,7 +190,9 @@ def _is_genseg_variant(name: str) -> bool:
     return name.startswith(("genseg-", "separate-"))
 
 
-def _find(task: TaskSpec, method: str, test_set: str, train_size: int, kind: str = "score") -> list[Reference]:
+def _find(
+    task: TaskSpec, method: str, test_set: str, train_size: int, kind: str = "score"
+) -> list[Reference]:
     return [
         r
         for r in task.references
@@ -206,7 +291,9 @@ def test_references_name_a_figure_and_a_size_the_task_runs(catalog: Catalog) -> 
             sizes.add(task.high_data_size)
         for ref in task.references:
             assert FIGURE_RE.match(ref.figure), f"{task.id}: figure {ref.figure!r}"
-            assert ref.train_size in sizes, f"{task.id}: reference at n={ref.train_size}, task runs {sorted(sizes)}"
+            assert ref.train_size in sizes, (
+                f"{task.id}: reference at n={ref.train_size}, task runs {sorted(sizes)}"
+            )
 
 
 def test_references_are_unique_within_a_task(catalog: Catalog) -> None:
@@ -259,7 +346,10 @@ def test_in_domain_gains_are_in_the_references(
 ) -> None:
     task = catalog.tasks[task_id]
     assert task.train_sizes == [n]
-    for method, baseline, value in (("genseg-deeplab", "deeplab", deeplab_gain), ("genseg-unet", "unet", unet_gain)):
+    for method, baseline, value in (
+        ("genseg-deeplab", "deeplab", deeplab_gain),
+        ("genseg-unet", "unet", unet_gain),
+    ):
         refs = _find(task, method, task_id, n, kind="gain")
         assert len(refs) == 1 and refs[0].baseline == baseline, (task_id, method)
         assert refs[0].value == pytest.approx(value) and refs[0].figure == "Fig. 2a"
@@ -311,7 +401,9 @@ def test_every_data_set_used_is_cited(catalog: Catalog) -> None:
             if task.synthetic:
                 assert entry.citation.startswith("generated by genseg-bench") and entry.licence == "MIT"
             else:
-                assert re.search(r"\b(19|20)\d\d\b", entry.citation), f"{task.id}: {source} citation has no year"
+                assert re.search(r"\b(19|20)\d\d\b", entry.citation), (
+                    f"{task.id}: {source} citation has no year"
+                )
                 assert entry.url.startswith("http"), f"{task.id}: {source} has no url"
 
 
@@ -328,7 +420,17 @@ def test_citations_agree_across_tasks(catalog: Catalog) -> None:
 
 
 def test_metric_channels_and_size(catalog: Catalog) -> None:
-    grey = {"jsrt", "nlm-mc", "nlm-sz", "covid-qu-ex", "buid", "icfluid", "etab-camus", "msd-hippocampus", "msd-liver"}
+    grey = {
+        "jsrt",
+        "nlm-mc",
+        "nlm-sz",
+        "covid-qu-ex",
+        "buid",
+        "icfluid",
+        "etab-camus",
+        "msd-hippocampus",
+        "msd-liver",
+    }
     for task in catalog.tasks.values():
         expected_metric = "jaccard" if task.organ == "skin lesion" else "dice"
         assert task.metric == expected_metric, task.id
@@ -374,7 +476,11 @@ def test_out_of_domain_shapes(catalog: Catalog) -> None:
     for task_id in ("jsrt-ood", "jsrt"):
         jsrt = catalog.tasks[task_id]
         assert jsrt.train_source == "jsrt" and jsrt.train_sizes == [9]
-        assert [(t.source, t.domain) for t in jsrt.test_sets] == [("jsrt", "in"), ("nlm-mc", "out"), ("nlm-sz", "out")]
+        assert [(t.source, t.domain) for t in jsrt.test_sets] == [
+            ("jsrt", "in"),
+            ("nlm-mc", "out"),
+            ("nlm-sz", "out"),
+        ]
 
 
 def test_sample_efficiency_sweeps(catalog: Catalog) -> None:
@@ -397,7 +503,12 @@ def test_three_d_tasks(catalog: Catalog) -> None:
 
 
 def test_high_data_tasks(catalog: Catalog) -> None:
-    for task_id, low, high in (("isic", 40, 1000), ("fetreg", 50, 2000), ("buid", 100, 400), ("cvc-clinicdb", 40, 400)):
+    for task_id, low, high in (
+        ("isic", 40, 1000),
+        ("fetreg", 50, 2000),
+        ("buid", 100, 400),
+        ("cvc-clinicdb", 40, 400),
+    ):
         task = catalog.tasks[f"high-data-{task_id}"]
         assert task.train_sizes == [low, high] and task.high_data_size == high
 
@@ -489,7 +600,10 @@ def test_duplicate_ids_are_rejected(tmp_path: Path) -> None:
 
 
 def test_extending_entry_is_validated_too(tmp_path: Path) -> None:
-    text = MINIMAL.format(id="base", metric_key="metric") + '\n[[task]]\nid = "child"\nextends = "base"\nmetric = "f1"\n'
+    text = (
+        MINIMAL.format(id="base", metric_key="metric")
+        + '\n[[task]]\nid = "child"\nextends = "base"\nmetric = "f1"\n'
+    )
     _write(tmp_path, "a.toml", text)
     with pytest.raises(SpecError, match="child"):
         Catalog.load(tasks_dir=tmp_path, methods_dir=METHODS_DIR)

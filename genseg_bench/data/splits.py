@@ -19,7 +19,6 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 
 from genseg_bench.errors import DataError
 from genseg_bench.specs import ValidationRule
@@ -47,8 +46,10 @@ def make_split(case_ids: list[str], seed: int, test_fraction: float, rule: Valid
     """The split of ``case_ids`` under a seed and rule (a pure function)."""
     ids = sorted(case_ids)
     n = len(ids)
-    perm = np.random.default_rng(seed).permutation(n)
-    shuffled = [ids[i] for i in perm]
+    # Order by a keyed SHA-256 of each id, not by a numpy RNG: hashes are identical on every
+    # machine and every library version (numpy does not promise stable random streams), and a
+    # case's position does not depend on which other cases exist.
+    shuffled = sorted(ids, key=lambda c: hashlib.sha256(f"{seed}:{c}".encode()).hexdigest())
     n_test = int(round(test_fraction * n)) if test_fraction > 0 else 0
     rest = shuffled[n_test:]
     n_val = max(rule.min_cases, int(round(rule.fraction * len(rest))))
@@ -62,7 +63,9 @@ def make_split(case_ids: list[str], seed: int, test_fraction: float, rule: Valid
 
 
 def split_key(seed: int, test_fraction: float, rule: ValidationRule) -> str:
-    payload = json.dumps({"seed": seed, "test_fraction": test_fraction, "rule": rule.model_dump()}, sort_keys=True)
+    payload = json.dumps(
+        {"seed": seed, "test_fraction": test_fraction, "rule": rule.model_dump()}, sort_keys=True
+    )
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
@@ -74,9 +77,17 @@ def load_or_make_split(
     path = prepared_path / "splits" / f"split-{split_key(seed, test_fraction, rule)}.json"
     if path.is_file():
         try:
-            stored = Split(**{k: v for k, v in json.loads(path.read_text()).items() if k in ("train_pool", "val", "test")})
+            stored = Split(
+                **{
+                    k: v
+                    for k, v in json.loads(path.read_text()).items()
+                    if k in ("train_pool", "val", "test")
+                }
+            )
         except (json.JSONDecodeError, TypeError) as exc:
-            raise DataError(f"{path}: unreadable split file ({exc}). Delete it; it is recomputed identically.") from exc
+            raise DataError(
+                f"{path}: unreadable split file ({exc}). Delete it; it is recomputed identically."
+            ) from exc
         if stored != split:
             raise DataError(
                 f"{path}: the persisted split differs from the one computed from the prepared cases. "

@@ -141,7 +141,9 @@ class Store:
         """Read a raw data set, resize every case, fingerprint it and write it atomically."""
         info = get_source(source)
         if raw_root is None and not is_synthetic(source):
-            raise DataError(f"{source}: give the folder of the raw data set with --from PATH ({info.layout}).")
+            raise DataError(
+                f"{source}: give the folder of the raw data set with --from PATH ({info.layout})."
+            )
         target = self.path(source, size)
         if target.exists() and not overwrite:
             return self.load(source, size)
@@ -150,7 +152,9 @@ class Store:
         for case in info.read(Path(raw_root) if raw_root else Path(".")):
             _check_case(case, source, info.dims)
             if case.case_id in seen:
-                raise DataError(f"{source}: case id {case.case_id!r} occurs twice under {raw_root}. Remove the duplicate.")
+                raise DataError(
+                    f"{source}: case id {case.case_id!r} occurs twice under {raw_root}. Remove the duplicate."
+                )
             seen.add(case.case_id)
             img, msk = _resize_2d(case, size) if info.dims == 2 else _resize_3d(case, size)
             if info.dims == 2 and img.shape[-1] != info.channels:
@@ -216,17 +220,25 @@ class Store:
             images = np.load(path / "images.npy")
             masks = np.load(path / "masks.npy")
         except FileNotFoundError as exc:
-            raise DataError(f"{path}: prepared data is incomplete ({exc.filename} missing). "
-                            f"Prepare it again with: genseg-bench data prepare {source} --from PATH --overwrite") from exc
+            raise DataError(
+                f"{path}: prepared data is incomplete ({exc.filename} missing). "
+                f"Prepare it again with: genseg-bench data prepare {source} --from PATH --overwrite"
+            ) from exc
         except (ValueError, json.JSONDecodeError, OSError) as exc:
-            raise DataError(f"{path}: prepared data is unreadable ({exc}). "
-                            f"Prepare it again with: genseg-bench data prepare {source} --from PATH --overwrite") from exc
+            raise DataError(
+                f"{path}: prepared data is unreadable ({exc}). "
+                f"Prepare it again with: genseg-bench data prepare {source} --from PATH --overwrite"
+            ) from exc
         if meta.get("store_version") != STORE_VERSION:
-            raise DataError(f"{meta_path}: store version {meta.get('store_version')} is not {STORE_VERSION}; "
-                            "prepare the data set again with --overwrite.")
+            raise DataError(
+                f"{meta_path}: store version {meta.get('store_version')} is not {STORE_VERSION}; "
+                "prepare the data set again with --overwrite."
+            )
         if len(ids) != len(images) or len(ids) != len(masks):
-            raise DataError(f"{path}: {len(ids)} case ids but {len(images)} images / {len(masks)} masks; "
-                            "prepare it again with --overwrite.")
+            raise DataError(
+                f"{path}: {len(ids)} case ids but {len(images)} images / {len(masks)} masks; "
+                "prepare it again with --overwrite."
+            )
         return PreparedSet(source, size, images, masks, ids, meta["fingerprint"], path)
 
 
@@ -256,7 +268,10 @@ def to_tensors(
         m = torch.from_numpy(np.ascontiguousarray(msks))[:, None].float()
         if size != prepared.size:
             x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-            m = (F.interpolate(m, size=(size, size), mode="bilinear", antialias=True, align_corners=False) >= 0.5).float()
+            m = (
+                F.interpolate(m, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+                >= 0.5
+            ).float()
     else:
         x = torch.from_numpy(np.ascontiguousarray(imgs))[:, None].float()
         m = torch.from_numpy(np.ascontiguousarray(msks))[:, None].float()

@@ -41,7 +41,11 @@ class SupervisedMethod(Method):
         aug = AugmentConfig.from_config(self.spec.config)
         gen = seed_everything(ctx.seed, ctx.device)
         model = build_segmenter(
-            self.spec.backbone, train.images.shape[1], train.dims, self.spec.encoder, self.spec.encoder_weights
+            self.spec.backbone,
+            train.images.shape[1],
+            train.dims,
+            self.spec.encoder,
+            self.spec.encoder_weights,
         )
         model = prepare_model(model, ctx, train.dims)
         opt, sched = make_seg_optimizer(model.parameters(), ctx.profile)
@@ -68,7 +72,9 @@ class SupervisedMethod(Method):
                 score = validation_dice(model, val, ctx.batch_size, ctx.use_amp)
                 sched.step(score)
                 best.update(model, score, it)
-                ctx.progress(it, ctx.iterations, {"loss": float(mean_loss), "val_dice": score, "best": best.score})
+                ctx.progress(
+                    it, ctx.iterations, {"loss": float(mean_loss), "val_dice": score, "best": best.score}
+                )
                 running.zero_()
                 seen = 0
         best.restore(model)

@@ -35,8 +35,12 @@ class UNet3D(nn.Module):
 
         def block(cin: int, cout: int) -> nn.Sequential:
             return nn.Sequential(
-                nn.Conv3d(cin, cout, 3, padding=1), nn.InstanceNorm3d(cout, affine=True), nn.LeakyReLU(0.01),
-                nn.Conv3d(cout, cout, 3, padding=1), nn.InstanceNorm3d(cout, affine=True), nn.LeakyReLU(0.01),
+                nn.Conv3d(cin, cout, 3, padding=1),
+                nn.InstanceNorm3d(cout, affine=True),
+                nn.LeakyReLU(0.01),
+                nn.Conv3d(cout, cout, 3, padding=1),
+                nn.InstanceNorm3d(cout, affine=True),
+                nn.LeakyReLU(0.01),
             )
 
         w = width

@@ -159,7 +159,10 @@ def build_ph2(tmp: Path) -> Layout:
         save_mask(base / cid / f"{cid}_lesion" / f"{cid}_lesion.bmp", m)
         save_mask(base / cid / f"{cid}_roi" / f"{cid}_R1_Label4.bmp", ~m)
     write_text(tmp / "PH2Dataset" / "PH2_dataset.txt")
-    drop = (base / "IMD003" / "IMD003_lesion" / "IMD003_lesion.bmp", base / "IMD003" / "IMD003_Dermoscopic_Image" / "IMD003.bmp")
+    drop = (
+        base / "IMD003" / "IMD003_lesion" / "IMD003_lesion.bmp",
+        base / "IMD003" / "IMD003_Dermoscopic_Image" / "IMD003.bmp",
+    )
     return Layout(tmp, masks, drop, base / "IMD002" / "IMD002_Dermoscopic_Image" / "IMD002.bmp", images)
 
 
@@ -181,7 +184,9 @@ def build_waterloo(tmp: Path, collection: str) -> Layout:
             masks[f"{cls}/{name}"] = m  # the 200 edge is foreground, the 60 edge background
     cls, coll, name = next(k for k in files if k[1].lower() == collection)
     folder = skin / cls / coll
-    return Layout(tmp, masks, (folder / f"{name}_contour.png", folder / f"{name}_orig.jpg"), folder / f"{name}_orig.jpg")
+    return Layout(
+        tmp, masks, (folder / f"{name}_contour.png", folder / f"{name}_orig.jpg"), folder / f"{name}_orig.jpg"
+    )
 
 
 builder("dermis")(lambda tmp: build_waterloo(tmp, "dermis"))
@@ -214,7 +219,10 @@ def build_jsrt(tmp: Path) -> Layout:
 @builder("nlm-mc")
 def build_montgomery(tmp: Path) -> Layout:
     base = tmp / "MontgomerySet"
-    cases = {"MCUCXR_0001_0": (box(2, 14, 2, 10), box(2, 14, 14, 22)), "MCUCXR_0002_1": (box(0, 8, 0, 8), box(8, 16, 16, 24))}
+    cases = {
+        "MCUCXR_0001_0": (box(2, 14, 2, 10), box(2, 14, 14, 22)),
+        "MCUCXR_0002_1": (box(0, 8, 0, 8), box(8, 16, 16, 24)),
+    }
     masks, images = {}, {}
     for i, (cid, (left, right)) in enumerate(cases.items()):
         g = grey(40 + i)
@@ -259,7 +267,10 @@ def build_covid(tmp: Path) -> Layout:
     save(infection / "images" / "covid_9.png", grey(69))
     save_mask(infection / "lung masks" / "covid_9.png", box(0, 4, 0, 4))
     save_mask(infection / "infection masks" / "covid_9.png", box(0, 2, 0, 2))
-    drop = (lung / "Val" / "Normal" / "lung masks" / "Normal (1).png", lung / "Val" / "Normal" / "images" / "Normal (1).png")
+    drop = (
+        lung / "Val" / "Normal" / "lung masks" / "Normal (1).png",
+        lung / "Val" / "Normal" / "images" / "Normal (1).png",
+    )
     return Layout(tmp, masks, drop, lung / "Train" / "COVID-19" / "images" / "covid_1.png", images)
 
 
@@ -278,7 +289,10 @@ def build_fetreg(tmp: Path) -> Layout:
         save(base / video / "images" / f"{video}_frame0125{i}.png", images[cid])
         save(base / video / "labels" / f"{video}_frame0125{i}.png", lab)
         masks[cid] = lab == 1  # vessel class only
-    drop = (base / "Video002" / "labels" / "Video002_frame01251.png", base / "Video002" / "images" / "Video002_frame01251.png")
+    drop = (
+        base / "Video002" / "labels" / "Video002_frame01251.png",
+        base / "Video002" / "images" / "Video002_frame01251.png",
+    )
     return Layout(tmp, masks, drop, base / "Video001" / "images" / "Video001_frame01250.png", images)
 
 
@@ -293,7 +307,10 @@ def build_fpd(tmp: Path) -> Layout:
         save(base / video / "images" / f"{stem}.png", images[f"{video}/{stem}"])
         save_mask(base / video / "masks" / f"{stem}.png", m)
         masks[f"{video}/{stem}"] = m
-    drop = (base / "anon002" / "masks" / "anon002_00002.png", base / "anon002" / "images" / "anon002_00002.png")
+    drop = (
+        base / "anon002" / "masks" / "anon002_00002.png",
+        base / "anon002" / "images" / "anon002_00002.png",
+    )
     return Layout(base, masks, drop, base / "anon001" / "images" / "anon001_00001.png", images)
 
 
@@ -311,7 +328,10 @@ def build_kvasir(tmp: Path) -> Layout:
         save(base / "images" / f"{cid}.jpg", rgb(90 + i), quality=90)
         save(base / "masks" / f"{cid}.jpg", grey_levels, quality=75)
     write_text(base / "kavsir_bboxes.json", "{}")
-    drop = (base / "masks" / "cju0qoxqj9q6s0835b43399p4.jpg", base / "images" / "cju0qoxqj9q6s0835b43399p4.jpg")
+    drop = (
+        base / "masks" / "cju0qoxqj9q6s0835b43399p4.jpg",
+        base / "images" / "cju0qoxqj9q6s0835b43399p4.jpg",
+    )
     return Layout(base, masks, drop, base / "images" / "cju0qkwl35piu0993l0dewei2.jpg")
 
 
@@ -429,7 +449,9 @@ def build_msd(tmp: Path, task: str, prefix: str, ids: tuple[str, ...], flat: boo
     masks, images = {}, {}
     for i, cid in enumerate(ids):
         shape = (5 + i, 7, 6)  # D x H x W as read; stored as W x H x D
-        vol = rng.normal(0, 300, shape).astype(np.int16) if prefix == "liver" else rng.random(shape, np.float32)
+        vol = (
+            rng.normal(0, 300, shape).astype(np.int16) if prefix == "liver" else rng.random(shape, np.float32)
+        )
         lab = np.zeros(shape, np.uint8)
         lab[1:4, 1:3, 1:5] = 1
         lab[1:4, 3:6, 2:4] = 2
@@ -453,7 +475,9 @@ def build_hippocampus(tmp: Path) -> Layout:
 
 
 builder("msd-hippocampus:flat")(
-    lambda tmp: build_msd(tmp, "msd-hippocampus", "hippocampus", ("hippocampus_001", "hippocampus_004"), flat=True)
+    lambda tmp: build_msd(
+        tmp, "msd-hippocampus", "hippocampus", ("hippocampus_001", "hippocampus_004"), flat=True
+    )
 )
 builder("msd-liver")(lambda tmp: build_msd(tmp, "Task03_Liver", "liver", ("liver_0", "liver_1", "liver_10")))
 
@@ -534,6 +558,30 @@ def test_mask_without_image(name: str, tmp_path: Path) -> None:
     assert str(image) in str(err.value)  # the message says which image to restore
 
 
+def test_busi_unites_extra_lesion_masks(tmp_path: Path) -> None:
+    fx = build_busi(tmp_path)
+    (case,) = SOURCES["buid"].read(fx.root).select(["benign/benign (1)"])
+    assert np.array_equal(case.mask, box(2, 6, 2, 6) | box(10, 14, 10, 20))
+
+
+def test_waterloo_collections_never_mix(tmp_path: Path) -> None:
+    build_waterloo(tmp_path, "dermquest")
+    for folder in (tmp_path / "Skin Image Data Set-1" / "skin_data").glob("*/dermIS"):
+        for f in folder.iterdir():
+            f.unlink()
+        folder.rmdir()
+    assert len(SOURCES["dermquest"].read(tmp_path)) == 2
+    with pytest.raises(DataError, match="dermis"):
+        SOURCES["dermis"].read(tmp_path)  # the DermQuest files are not read as DermIS
+
+
+def test_msd_picks_its_own_task_among_several(tmp_path: Path) -> None:
+    build_msd(tmp_path / "a", "hippo-copy", "hippocampus", ("hippocampus_001",), flat=True)
+    build_msd(tmp_path / "b", "liver-copy", "liver", ("liver_0", "liver_1"), flat=True)
+    assert SOURCES["msd-liver"].read(tmp_path).case_ids == ("liver_0", "liver_1")
+    assert SOURCES["msd-hippocampus"].read(tmp_path).case_ids == ("hippocampus_001",)
+
+
 def test_shenzhen_skips_unlabelled_images(tmp_path: Path) -> None:
     fx = build_shenzhen(tmp_path)
     assert fx.drop is not None
@@ -609,7 +657,10 @@ def test_mismatched_sizes_name_both_files(tmp_path: Path) -> None:
 # --------------------------------------------------------------------- the store
 
 
-@pytest.mark.parametrize(("name", "shape"), [("kvasir", (16, 16, 3)), ("etab-camus", (16, 16, 1)), ("msd-hippocampus", (16, 16, 16))])
+@pytest.mark.parametrize(
+    ("name", "shape"),
+    [("kvasir", (16, 16, 3)), ("etab-camus", (16, 16, 1)), ("msd-hippocampus", (16, 16, 16))],
+)
 def test_store_prepare_end_to_end(name: str, shape: tuple[int, ...], tmp_path: Path) -> None:
     fx = BUILDERS[name](tmp_path / "raw")
     store = Store(tmp_path / "store")
@@ -623,7 +674,7 @@ def test_store_prepare_end_to_end(name: str, shape: tuple[int, ...], tmp_path: P
         assert prepared.images.dtype == np.uint8
     else:
         assert prepared.images.dtype == np.float32
-        assert 0.0 <= prepared.images.min() and prepared.images.max() <= 1.0
+        assert prepared.images.min() >= 0.0 and prepared.images.max() <= 1.0
     for i, cid in enumerate(prepared.case_ids):  # foreground fraction survives resizing
         assert abs(prepared.masks[i].mean() - fx.masks[cid].mean()) < 0.1, cid
     assert prepared.fingerprint == fingerprint_arrays(prepared.images, prepared.masks, prepared.case_ids)
@@ -636,7 +687,9 @@ def test_store_prepare_end_to_end(name: str, shape: tuple[int, ...], tmp_path: P
 
 
 @pytest.mark.realdata
-@pytest.mark.parametrize(("source_id", "folder", "count"), [("kvasir", "kvasir-seg", 998), ("cvc-clinicdb", "cvc-clinicdb", 609)])
+@pytest.mark.parametrize(
+    ("source_id", "folder", "count"), [("kvasir", "kvasir-seg", 998), ("cvc-clinicdb", "cvc-clinicdb", 609)]
+)
 def test_real_polyp_sets(source_id: str, folder: str, count: int, shared_data: Path) -> None:
     reader = get_source(source_id).read(shared_data / folder)
     assert len(reader) == count and len(set(reader.case_ids)) == count

@@ -337,7 +337,8 @@ def image_array(im: Image.Image, channels: int) -> np.ndarray:
         arr = np.asarray(im.convert("L"))[..., None]
     else:
         arr = np.asarray(im.convert("RGB"))
-    return np.ascontiguousarray(arr, dtype=np.uint8)
+    # PIL hands out read-only buffers; a writable copy keeps torch.from_numpy (the store) quiet
+    return np.require(arr, np.uint8, ["C_CONTIGUOUS", "WRITEABLE"])
 
 
 def read_image(path: Path, channels: int) -> np.ndarray:
@@ -387,7 +388,9 @@ def read_label_map(path: Path) -> np.ndarray:
     return rgb[..., 0].astype(np.int64)
 
 
-def check_same_size(image_path: Path, image_shape: tuple[int, ...], mask_path: Path, mask_shape: tuple[int, ...]) -> None:
+def check_same_size(
+    image_path: Path, image_shape: tuple[int, ...], mask_path: Path, mask_shape: tuple[int, ...]
+) -> None:
     """DataError naming both files when an image and its mask do not have the same pixel grid.
 
     A resized or mismatched mask would otherwise be broadcast or cropped silently
@@ -539,7 +542,9 @@ class CaseReader(Iterator[Case], Generic[_T]):
         ids = [case_id(it) for it in self._items]
         if len(set(ids)) != len(ids):
             dupes = sorted({i for i in ids if ids.count(i) > 1})[:5]
-            raise DataError(f"{source_id}: duplicate case ids in {root}: {', '.join(dupes)}. Remove the copies.")
+            raise DataError(
+                f"{source_id}: duplicate case ids in {root}: {', '.join(dupes)}. Remove the copies."
+            )
         self.case_ids: tuple[str, ...] = tuple(ids)
 
     def __len__(self) -> int:
@@ -616,9 +621,7 @@ def waterloo_pairs(root: Path, source_id: str, layout: str, collection: str) -> 
     if any(c is not None for _, c in folders):
         folders = [(f, c) for f, c in folders if c is not None]
     if not folders:
-        raise DataError(
-            f"{source_id}: no '*_orig.jpg' images found under {root}. {layout_hint(layout)}"
-        )
+        raise DataError(f"{source_id}: no '*_orig.jpg' images found under {root}. {layout_hint(layout)}")
     pairs: list[Pair] = []
     for folder, coll in folders:
         if coll is not None:
@@ -729,7 +732,7 @@ def read_nifti(path: Path) -> np.ndarray:
         raise DataError(f"file {path} disappeared while reading: {exc}") from exc
     except Exception as exc:  # nibabel raises many types (ImageFileError, EOFError, zlib.error, ...)
         raise corrupt(path, exc) from exc
-    return np.ascontiguousarray(np.asarray(data))
+    return np.ascontiguousarray(np.transpose(np.asarray(data), tuple(range(data.ndim))[::-1]))
 
 
 def read_mhd(path: Path) -> np.ndarray:
@@ -786,7 +789,9 @@ def read_mhd(path: Path) -> np.ndarray:
             raise corrupt(source, exc) from exc
     count = int(np.prod(dims))
     if len(payload) != count * dtype.itemsize:
-        raise corrupt(source, f"{len(payload)} bytes of pixel data, expected {count * dtype.itemsize} for {dims}")
+        raise corrupt(
+            source, f"{len(payload)} bytes of pixel data, expected {count * dtype.itemsize} for {dims}"
+        )
     return np.frombuffer(payload, dtype=dtype).reshape(dims[::-1]).astype(dtype.newbyteorder("="))
 
 

@@ -66,7 +66,11 @@ def _class_pairs(folder: Path) -> list[Pair]:
         expected_image=lambda k, _: folder / f"{k}.png",
     )
     return [
-        Pair(f"{folder.name}/{k}", img, (m, *sorted(extras.get(k, []), key=lambda p: int(_EXTRA.match(p.stem)["n"]))))
+        Pair(
+            f"{folder.name}/{k}",
+            img,
+            (m, *sorted(extras.get(k, []), key=lambda p: int(_EXTRA.match(p.stem)["n"]))),
+        )
         for k, (img, m) in joined.items()
     ]
 

@@ -70,7 +70,9 @@ def read(root: Path) -> CaseReader[Pair]:
         for cls in subdirs(base / split):
             images = require_dir(cls / "images", ID, LAYOUT)
             masks = require_dir(cls / "lung masks", ID, LAYOUT)
-            pairs += pair_folders(images, masks, image_exts=(".png",), mask_exts=(".png",), id_prefix=f"{split}/{cls.name}/")
+            pairs += pair_folders(
+                images, masks, image_exts=(".png",), mask_exts=(".png",), id_prefix=f"{split}/{cls.name}/"
+            )
     return pair_reader(ID, root, LAYOUT, pairs, channels=1, binarise=exact_binary)
 
 

@@ -11,14 +11,22 @@ from pathlib import Path
 import numpy as np
 
 from genseg_bench.data.sources import SourceInfo
-from genseg_bench.data.sources._common import CaseReader, Pair, check_labels, class_value, folder_pairs, pair_reader
+from genseg_bench.data.sources._common import (
+    CaseReader,
+    Pair,
+    check_labels,
+    class_value,
+    folder_pairs,
+    pair_reader,
+)
 
 ID = "fetreg"
 VESSEL = 1
 """FetReg label values: 0 background, 1 vessel, 2 tool, 3 fetus."""
 
 LAYOUT = """\
-<root>/                                  (FetReg2021_Task1_Segmentation/ of the training release, or its parent)
+<root>/                                  (FetReg2021_Task1_Segmentation/ of the training release,
+                                          or its parent)
   Video001/
     images/Video001_frame01250.png, ...  (RGB, 470x470)
     labels/Video001_frame01250.png, ...  (grey label map: 0 background, 1 vessel, 2 tool, 3 fetus)
@@ -39,7 +47,9 @@ def vessel(labels: np.ndarray, path: Path) -> np.ndarray:
 
 def read(root: Path) -> CaseReader[Pair]:
     """Read every ``VideoNNN/{images,labels}`` pair."""
-    pairs = folder_pairs(root, ID, LAYOUT, mask_dirs=("labels",), image_exts=(".png",), mask_exts=(".png",), id_from="name")
+    pairs = folder_pairs(
+        root, ID, LAYOUT, mask_dirs=("labels",), image_exts=(".png",), mask_exts=(".png",), id_from="name"
+    )
     return pair_reader(ID, root, LAYOUT, pairs, channels=3, binarise=vessel, label_map=True)
 
 

@@ -23,8 +23,9 @@ ID = "fuseg"
 SPLITS = ("train", "validation")
 
 LAYOUT = """\
-<root>/                                  ("Foot Ulcer Segmentation Challenge/" of the uwm-bigdata/wound-segmentation
-                                          repository, data/ folder, or its parent)
+<root>/                                  ("Foot Ulcer Segmentation Challenge/" of the
+                                          uwm-bigdata/wound-segmentation repository, data/ folder,
+                                          or its parent)
   train/images/0011.png, ...             (RGB PNG, 512x512)
   train/labels/0011.png, ...             (binary ulcer masks, same file names)
   validation/images/, validation/labels/ (read too when present)

@@ -18,7 +18,8 @@ MASK_DIRS = ("masks", "mask", "labels", "GT", "ground_truth")
 LAYOUT = """\
 <root>/                                  (the unpacked ICFluid data set)
   images/0001.png, ...                   (grey OCT B-scans; PNG, JPEG, BMP or TIFF)
-  masks/0001.png, ...                    (fluid masks, same stems; mask/, labels/, GT/ or ground_truth/ also accepted)
+  masks/0001.png, ...                    (fluid masks, same stems;
+                                          mask/, labels/, GT/ or ground_truth/ also accepted)
 or one such pair per split:  <root>/train/{images,masks}/, <root>/test/{images,masks}/
 """
 

@@ -10,7 +10,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from genseg_bench.data.sources import SourceInfo
-from genseg_bench.data.sources._common import CaseReader, Pair, exact_binary, locate, pair_folders, pair_reader
+from genseg_bench.data.sources._common import (
+    CaseReader,
+    Pair,
+    exact_binary,
+    locate,
+    pair_folders,
+    pair_reader,
+)
 
 ID = "isic2018"
 IMAGES = "ISIC2018_Task1-2_Training_Input"
@@ -32,7 +39,11 @@ def read(root: Path) -> CaseReader[Pair]:
     """Read the ISIC 2018 Task 1 training pairs; case id = ``ISIC_XXXXXXX``."""
     base, _ = locate(root, ID, LAYOUT, [(IMAGES, MASKS)])
     pairs = pair_folders(
-        base / IMAGES, base / MASKS, image_exts=(".jpg", ".jpeg"), mask_exts=(".png",), mask_suffix="_segmentation"
+        base / IMAGES,
+        base / MASKS,
+        image_exts=(".jpg", ".jpeg"),
+        mask_exts=(".png",),
+        mask_suffix="_segmentation",
     )
     return pair_reader(ID, root, LAYOUT, pairs, channels=3, binarise=exact_binary)
 

@@ -75,7 +75,9 @@ def read_img(path: Path) -> np.ndarray:
         raise corrupt(path, exc) from exc
     side = math.isqrt(raw.size)
     if raw.size == 0 or side * side != raw.size or path.stat().st_size != raw.size * 2:
-        raise corrupt(path, f"{path.stat().st_size} bytes is not a square 16-bit image (JSRT: 2048x2048, 8 MiB)")
+        raise corrupt(
+            path, f"{path.stat().st_size} bytes is not a square 16-bit image (JSRT: 2048x2048, 8 MiB)"
+        )
     if int(raw.max()) > MAX_VALUE:
         raise corrupt(path, "values above 4095: not a 12-bit big-endian JSRT image")
     return raw.reshape(side, side).astype(np.uint16)

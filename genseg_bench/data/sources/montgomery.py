@@ -9,7 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from genseg_bench.data.sources import SourceInfo
-from genseg_bench.data.sources._common import CaseReader, Pair, exact_binary, locate, pair_folders, pair_reader
+from genseg_bench.data.sources._common import (
+    CaseReader,
+    Pair,
+    exact_binary,
+    locate,
+    pair_folders,
+    pair_reader,
+)
 
 ID = "nlm-mc"
 IMAGES = "CXR_png"
@@ -17,7 +24,8 @@ LEFT = "ManualMask/leftMask"
 RIGHT = "ManualMask/rightMask"
 
 LAYOUT = f"""\
-<root>/                                  (MontgomerySet/ as unpacked from NLM-MontgomeryCXRSet.zip, or its parent)
+<root>/                                  (MontgomerySet/ as unpacked from NLM-MontgomeryCXRSet.zip,
+                                          or its parent)
   {IMAGES}/MCUCXR_0001_0.png, ...        (grey PNG, about 4020x4892)
   {LEFT}/MCUCXR_0001_0.png, ...
   {RIGHT}/MCUCXR_0001_0.png, ...
@@ -31,7 +39,10 @@ def read(root: Path) -> CaseReader[Pair]:
     """Read the Montgomery radiographs with merged lung masks; case id = ``MCUCXR_0001_0`` etc."""
     base, _ = locate(root, ID, LAYOUT, [(IMAGES, LEFT, RIGHT)])
     left = pair_folders(base / IMAGES, base / LEFT, image_exts=(".png",), mask_exts=(".png",))
-    right = {p.case_id: p for p in pair_folders(base / IMAGES, base / RIGHT, image_exts=(".png",), mask_exts=(".png",))}
+    right = {
+        p.case_id: p
+        for p in pair_folders(base / IMAGES, base / RIGHT, image_exts=(".png",), mask_exts=(".png",))
+    }
     pairs = [Pair(p.case_id, p.image, (p.masks[0], right[p.case_id].masks[0])) for p in left]
     return pair_reader(ID, root, LAYOUT, pairs, channels=1, binarise=exact_binary)
 

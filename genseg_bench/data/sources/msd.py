@@ -107,9 +107,9 @@ def find_base(root: Path, task: Task) -> tuple[Path, str, str]:
     if named or candidates:
         return (named or candidates)[0]
     raise DataError(
-        f"{task.source_id}: no imagesTr/ + labelsTr/ (or images/ + labels/) folders with {task.prefix}_*.nii.gz "
-        f"volumes found under {root} (expected e.g. {root / 'imagesTr'} and {root / 'labelsTr'}, or "
-        f"{root / task.folder / 'imagesTr'}). {layout_hint(task.layout)}"
+        f"{task.source_id}: no imagesTr/ + labelsTr/ (or images/ + labels/) folders with "
+        f"{task.prefix}_*.nii.gz volumes found under {root} (expected e.g. {root / 'imagesTr'} and "
+        f"{root / 'labelsTr'}, or {root / task.folder / 'imagesTr'}). {layout_hint(task.layout)}"
     )
 
 

@@ -12,11 +12,11 @@ from genseg_bench.data.sources import SourceInfo
 from genseg_bench.data.sources._common import (
     CaseReader,
     Pair,
-    subdirs,
     exact_binary,
     locate,
     match,
     pair_reader,
+    subdirs,
 )
 
 ID = "ph2"

@@ -57,7 +57,10 @@ SOURCE = SourceInfo(
         "analysis of tuberculosis by deep learning with segmentation and augmentation. IEEE 38th "
         "International Conference on Electronics and Nanotechnology (ELNANO), pp. 422-428, 2018."
     ),
-    licence="Images: public (U.S. National Library of Medicine), free to use with citation; masks: see their release",
+    licence=(
+        "Images: public (U.S. National Library of Medicine), free to use with citation; "
+        "masks: see their release"
+    ),
     url="https://lhncbc.nlm.nih.gov/LHC-downloads/downloads.html#tuberculosis-image-data-sets",
     dims=2,
     channels=1,

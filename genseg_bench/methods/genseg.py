@@ -1,0 +1,548 @@
+"""GenSeg (paper A.1-A.3): a searchable mask-to-image GAN tuned end to end by the segmenter's validation loss.
+
+Every iteration runs the three levels of A.2 with the one-step approximation of A.3:
+
+1. **GAN level.** ``L_gan(G, A, H)`` on real pairs (Pix2Pix: adversarial BCE +
+   ``lambda_l1`` * L1). ``g_G = grad_G L_gan`` with ``create_graph=True``, and
+   ``G' = G - eta_g g_G`` (Eq. 5), a function of the alphas A and of the
+   discriminator weights H.
+2. **Segmentation level.** Augmented real masks go through G'
+   (``torch.func.functional_call``); the generated images are *not* detached.
+   ``g_S = grad_S [L_seg(S, (G'(M_aug), M_aug)) + gamma L_seg(S, real pairs)]``
+   with ``create_graph=True``, ``S' = S - eta_s g_S`` (Eq. 7).
+3. **Architecture level.** ``grad_A L_seg(S', validation batch)`` (Eq. 8-11) by
+   autograd through S', the generated images, G' and the GAN-level gradient;
+   Adam on A (``arch_lr``, betas (0.5, 0.999), ``arch_weight_decay``; A.6).
+   Autograd takes the total derivative of the unrolled objective, so it also
+   includes the direct path A -> cell mixing in G'(M_aug), which Eq. 9 leaves
+   implicit; the finite-difference test checks exactly this total.
+
+Then the real updates, after every gradient above has been taken (an in-place
+step before ``grad_A`` would change the weights the graph of G' was built on,
+in particular the discriminator's, and break or silently alter the
+hypergradient): A by its Adam; G by Adam on ``g_G`` (A.6: lr ``gen_lr``, betas
+(0.5, 0.999), ``gen_weight_decay``); H by the same Adam ascending the GAN
+objective on ``(real, G(M).detach())`` (Eq. 6); S by the supervised baselines'
+RMSprop + ReduceLROnPlateau on ``g_S``, i.e. Eq. 7's gradient on generated plus
+real pairs. Reusing ``g_G`` and ``g_S`` for the real steps saves a second
+forward/backward of G and S per iteration; they are evaluated at the current
+weights and A from before this iteration's A step (A moves by ~``arch_lr`` per
+step). The unrolled steps are plain gradient steps with ``eta_g = gen_lr`` and
+``eta_s = seg_lr``, as in Eq. 5 and 7; the real steps use the paper's optimisers.
+
+**BatchNorm statistics in the unrolled steps.** The generator and discriminator
+use InstanceNorm (no running statistics; see their modules), so every pass of
+them, unrolled or not, is the same function. The segmenter keeps its backbone's
+BatchNorm: the forward pass that produces ``g_S`` is an ordinary training
+forward on generated + real pairs and updates the running statistics once per
+iteration, exactly like a supervised step; the forward of S' on the validation
+batch runs in train mode (batch statistics, differentiable) on *copies* of the
+buffers, which are thrown away, so validation images never enter the running
+statistics used at evaluation time.
+
+Variants are config, not copies (``MethodSpec.config``, see :class:`GenSegConfig`):
+``separate`` trains the GAN first for ``gan_iterations``, freezes it, then trains
+S on its output plus the real data (paper Sec. 2.5); ``cells`` picks learnable /
+fixed (all alpha = 1) / single-branch cells; ``end_to_end = false`` keeps the
+joint loop but drops the architecture level; ``gamma``, ``lambda_l1`` and the
+mask augmentation (ops and ranges, elastic) are the paper's ablation knobs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from torch import nn
+from torch.func import functional_call
+
+from genseg_bench.augment import OPS, AugmentConfig, augment_masks
+from genseg_bench.errors import DataError, SpecError
+from genseg_bench.methods.base import FitContext, FitResult, Method, SegData
+from genseg_bench.methods.training import (
+    BestCheckpoint,
+    ModulePredictor,
+    autocast,
+    check_finite,
+    eval_interval,
+    make_seg_optimizer,
+    prepare_model,
+    sample_batch,
+    seed_everything,
+    seg_loss,
+    validation_dice,
+)
+from genseg_bench.models.discriminator import PatchDiscriminator
+from genseg_bench.models.generator import SearchableGenerator
+from genseg_bench.models.segmenters import build_segmenter
+from genseg_bench.specs import MethodSpec, Profile
+
+AmpFactory = Callable[[], contextlib.AbstractContextManager[None]]
+Timer = Callable[[str], None]
+"""``timer(phase)``: called at the end of each phase of an iteration (the speed benchmark's hook)."""
+
+GRID_FILE = "generated_pairs.png"
+
+
+def _no_amp() -> contextlib.AbstractContextManager[None]:
+    return contextlib.nullcontext()
+
+
+def _no_timer(phase: str) -> None:
+    return None
+
+
+# --- configuration --------------------------------------------------------------------------
+
+
+class GenSegConfig(BaseModel):
+    """A GenSeg method spec's ``config`` table. Unknown keys are errors.
+
+    ``end_to_end`` defaults to "learnable cells and not separate": the architecture
+    level only exists when there are alphas to learn and the GAN is trained jointly.
+    Augmentation ranges left out take :class:`AugmentConfig`'s defaults, which the
+    supervised baselines share.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    gamma: float = Field(1.0, ge=0.0)
+    end_to_end: bool | None = None
+    separate: bool = False
+    cells: Literal["learnable", "fixed", "single"] = "learnable"
+    augment: list[str] = ["rotate", "flip", "translate"]
+    rotate_degrees: float | None = Field(None, ge=0.0, le=180.0)
+    translate_fraction: float | None = Field(None, ge=0.0, le=0.5)
+    elastic_alpha: float | None = Field(None, ge=0.0)
+    elastic_grid: int | None = Field(None, ge=2)
+    lambda_l1: float = Field(100.0, ge=0.0)
+    gan_iterations: int | None = Field(None, ge=1)
+    dropout: float = Field(0.5, ge=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> GenSegConfig:
+        bad = [o for o in self.augment if o not in OPS]
+        if bad:
+            raise ValueError(f"unknown augmentation ops {bad}; known: {list(OPS)}")
+        if self.end_to_end and self.separate:
+            raise ValueError("separate = true trains the GAN before the segmenter, so end_to_end must be false")
+        if self.end_to_end and self.cells != "learnable":
+            raise ValueError(f"cells = {self.cells!r} has no alphas to learn; end_to_end needs cells = 'learnable'")
+        if self.gan_iterations is not None and not self.separate:
+            raise ValueError("gan_iterations is the GAN pre-training budget of separate = true only")
+        return self
+
+    @property
+    def unrolled(self) -> bool:
+        """Whether the architecture level (the hypergradient) runs."""
+        if self.end_to_end is not None:
+            return self.end_to_end
+        return self.cells == "learnable" and not self.separate
+
+    @property
+    def mode(self) -> str:
+        return "separate" if self.separate else ("end-to-end" if self.unrolled else "joint")
+
+    def augment_config(self) -> AugmentConfig:
+        ranges = {
+            k: getattr(self, k)
+            for k in ("rotate_degrees", "translate_fraction", "elastic_alpha", "elastic_grid")
+            if getattr(self, k) is not None
+        }
+        return AugmentConfig(ops=tuple(self.augment), **ranges)
+
+    @classmethod
+    def from_spec(cls, spec: MethodSpec) -> GenSegConfig:
+        try:
+            return cls.model_validate(spec.config)
+        except ValidationError as exc:
+            lines = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'config'}: {e['msg']}" for e in exc.errors())
+            raise SpecError(
+                f"method {spec.name!r}: invalid GenSeg config: {lines}. Known keys: {sorted(cls.model_fields)}."
+            ) from exc
+
+
+# --- losses and the unrolled step -----------------------------------------------------------
+
+
+def generator_gan_loss(
+    disc: nn.Module, masks: torch.Tensor, fake: torch.Tensor, images: torch.Tensor, lambda_l1: float
+) -> torch.Tensor:
+    """Pix2Pix generator objective: fool H on ``(mask, G(mask))`` + ``lambda_l1`` * L1 to the real image."""
+    logits = disc(masks, fake).float()
+    adv = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
+    return adv + lambda_l1 * F.l1_loss(fake.float(), images.float())
+
+
+def discriminator_loss(
+    disc: nn.Module, masks: torch.Tensor, fake: torch.Tensor, images: torch.Tensor
+) -> torch.Tensor:
+    """H's objective: real pairs -> 1, generated pairs -> 0 (one forward on both halves)."""
+    logits = disc(torch.cat([masks, masks]), torch.cat([images, fake.detach()])).float()
+    target = torch.cat([torch.ones_like(logits[: len(masks)]), torch.zeros_like(logits[len(masks) :])])
+    return F.binary_cross_entropy_with_logits(logits, target)
+
+
+@dataclass
+class GenSegBatch:
+    """One iteration's data: real training pairs, their augmented masks, a validation batch."""
+
+    masks: torch.Tensor
+    images: torch.Tensor
+    aug_masks: torch.Tensor
+    val_images: torch.Tensor | None = None
+    val_masks: torch.Tensor | None = None
+
+
+@dataclass
+class UnrolledStep:
+    """Losses, gradients and tensors of levels 1-2 (and the level-3 objective when unrolled)."""
+
+    gan_loss: torch.Tensor
+    fake: torch.Tensor
+    g_grads: tuple[torch.Tensor, ...]
+    generated: torch.Tensor
+    seg_loss: torch.Tensor
+    s_grads: tuple[torch.Tensor, ...]
+    val_loss: torch.Tensor | None
+
+
+def _grads(loss: torch.Tensor, params: list[torch.Tensor], create_graph: bool) -> tuple[torch.Tensor, ...]:
+    return torch.autograd.grad(
+        loss, params, create_graph=create_graph, allow_unused=True, materialize_grads=True
+    )
+
+
+def unrolled_step(
+    gen: SearchableGenerator,
+    disc: nn.Module,
+    seg: nn.Module,
+    batch: GenSegBatch,
+    *,
+    eta_g: float,
+    eta_s: float,
+    gamma: float,
+    lambda_l1: float,
+    unroll: bool = True,
+    create_graph: bool = True,
+    amp: AmpFactory = _no_amp,
+    timer: Timer = _no_timer,
+) -> UnrolledStep:
+    """Eq. 5 and 7 (and the objective of Eq. 8): the value ``L_seg(S'(G'(A)), val)`` and what leads to it.
+
+    ``unroll``: generate with G' and evaluate S' on the validation batch (else
+    generate with G, no validation). ``create_graph``: keep the graph of both
+    gradient steps so that ``grad_A`` of ``val_loss`` exists (False gives the
+    same values, which is what the finite-difference test evaluates).
+    """
+    g_params = gen.named_weight_parameters()
+    with amp():
+        fake = gen(batch.masks)
+        gan = generator_gan_loss(disc, batch.masks, fake, batch.images, lambda_l1)
+    g_grads = _grads(gan, list(g_params.values()), create_graph)
+    timer("gan")
+    if unroll:
+        g_prime = {n: p - eta_g * g for (n, p), g in zip(g_params.items(), g_grads, strict=True)}
+        with amp():
+            generated = functional_call(gen, g_prime, (batch.aug_masks,))
+    else:
+        with torch.no_grad(), amp():
+            generated = gen(batch.aug_masks)
+    s_params = dict(seg.named_parameters())
+    n_gen = generated.shape[0]
+    with amp():  # an ordinary training forward: BatchNorm running statistics move once, as in a supervised step
+        logits = seg(torch.cat([generated.to(batch.images.dtype), batch.images]))
+    seg_total = seg_loss(logits[:n_gen], batch.aug_masks) + gamma * seg_loss(logits[n_gen:], batch.masks)
+    s_grads = _grads(seg_total, list(s_params.values()), create_graph)
+    timer("seg")
+    val = None
+    if unroll and batch.val_images is not None and batch.val_masks is not None:
+        s_prime = {n: p - eta_s * g for (n, p), g in zip(s_params.items(), s_grads, strict=True)}
+        # train-mode BatchNorm (batch statistics) on throw-away copies of the buffers
+        buffers = {n: b.clone() for n, b in seg.named_buffers()}
+        with amp():
+            val_logits = functional_call(seg, {**s_prime, **buffers}, (batch.val_images,))
+        val = seg_loss(val_logits, batch.val_masks)
+        timer("val")
+    return UnrolledStep(gan, fake, g_grads, generated, seg_total, s_grads, val)
+
+
+def hypergradient(step: UnrolledStep, arch: list[nn.Parameter]) -> tuple[torch.Tensor, ...]:
+    """``grad_A L_seg(S', val)`` through S', the generated images, G' and the GAN-level gradient (Eq. 9-11)."""
+    if step.val_loss is None:
+        raise ValueError("the step was not unrolled (no validation loss); call unrolled_step(unroll=True)")
+    return torch.autograd.grad(step.val_loss, arch, allow_unused=True, materialize_grads=True)
+
+
+def _apply(opt: torch.optim.Optimizer, params: list[nn.Parameter], grads: tuple[torch.Tensor, ...]) -> None:
+    for p, g in zip(params, grads, strict=True):
+        p.grad = g.detach()
+    opt.step()
+
+
+def _adam(params: list[nn.Parameter], lr: float, weight_decay: float) -> torch.optim.Adam:
+    return torch.optim.Adam(params, lr=lr, betas=(0.5, 0.999), weight_decay=weight_decay)
+
+
+@dataclass
+class StepLosses:
+    """Detached losses of one iteration (summed on the device; read at validation time only)."""
+
+    gan: torch.Tensor
+    seg: torch.Tensor | None = None
+    val: torch.Tensor | None = None
+
+
+class GenSegTrainer:
+    """G, H, S, A and their optimisers, and one iteration of each training mode."""
+
+    def __init__(
+        self,
+        cfg: GenSegConfig,
+        gen: SearchableGenerator,
+        disc: nn.Module,
+        seg: nn.Module,
+        profile: Profile,
+        amp: AmpFactory = _no_amp,
+    ) -> None:
+        self.cfg, self.gen, self.disc, self.seg, self.amp = cfg, gen, disc, seg, amp
+        self.eta_g, self.eta_s = profile.gen_lr, profile.seg_lr
+        self.g_params = gen.weight_parameters()
+        self.d_params = list(disc.parameters())
+        self.s_params = list(seg.parameters())
+        self.arch = gen.arch_parameters() if cfg.unrolled else []
+        if cfg.unrolled and not self.arch:
+            raise SpecError("end_to_end needs learnable cells: the generator has no architecture parameters")
+        if not cfg.unrolled:
+            for a in gen.arch_parameters():
+                a.requires_grad_(False)  # alphas stay at their initial (uniform) mixing
+        self.opt_g = _adam(self.g_params, profile.gen_lr, profile.gen_weight_decay)
+        self.opt_d = _adam(self.d_params, profile.gen_lr, profile.gen_weight_decay)
+        self.opt_a = _adam(self.arch, profile.arch_lr, profile.arch_weight_decay) if self.arch else None
+        self.opt_s, self.sched = make_seg_optimizer(self.s_params, profile)
+
+    def end_to_end_step(self, batch: GenSegBatch, timer: Timer = _no_timer) -> StepLosses:
+        """The three levels, then the real updates of A, G, H and S (see the module docstring)."""
+        cfg = self.cfg
+        step = unrolled_step(
+            self.gen, self.disc, self.seg, batch, eta_g=self.eta_g, eta_s=self.eta_s, gamma=cfg.gamma,
+            lambda_l1=cfg.lambda_l1, unroll=True, create_graph=True, amp=self.amp, timer=timer,
+        )
+        arch_grads = hypergradient(step, self.arch)
+        timer("hyper")
+        with self.amp():
+            d_loss = discriminator_loss(self.disc, batch.masks, step.fake, batch.images)
+        d_grads = _grads(d_loss, self.d_params, False)
+        timer("disc")
+        # every gradient is taken: only now may weights change in place
+        assert self.opt_a is not None
+        _apply(self.opt_a, self.arch, arch_grads)
+        _apply(self.opt_g, self.g_params, step.g_grads)
+        _apply(self.opt_d, self.d_params, d_grads)
+        _apply(self.opt_s, self.s_params, step.s_grads)
+        timer("update")
+        assert step.val_loss is not None
+        return StepLosses(step.gan_loss.detach(), step.seg_loss.detach(), step.val_loss.detach())
+
+    def gan_step(self, masks: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+        """Level 1 alone: one Pix2Pix step of G and H (Separate's pre-training, the joint loop's first half)."""
+        with self.amp():
+            fake = self.gen(masks)
+            gan = generator_gan_loss(self.disc, masks, fake, images, self.cfg.lambda_l1)
+        g_grads = _grads(gan, self.g_params, False)
+        with self.amp():
+            d_loss = discriminator_loss(self.disc, masks, fake, images)
+        d_grads = _grads(d_loss, self.d_params, False)
+        _apply(self.opt_g, self.g_params, g_grads)
+        _apply(self.opt_d, self.d_params, d_grads)
+        return gan.detach()
+
+    def segmenter_step(self, masks: torch.Tensor, images: torch.Tensor, aug_masks: torch.Tensor) -> torch.Tensor:
+        """Level 2 with G held fixed: S on generated pairs + gamma * real pairs."""
+        with torch.no_grad(), self.amp():
+            generated = self.gen(aug_masks)
+        with self.amp():
+            logits = self.seg(torch.cat([generated.to(images.dtype), images]))
+        n = generated.shape[0]
+        loss = seg_loss(logits[:n], aug_masks) + self.cfg.gamma * seg_loss(logits[n:], masks)
+        self.opt_s.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt_s.step()
+        return loss.detach()
+
+
+# --- artifacts ------------------------------------------------------------------------------
+
+
+def _to_uint8(x: torch.Tensor) -> np.ndarray:
+    """``C x H x W`` (or ``C x D x H x W``: middle slice) in [0, 1] -> ``H x W (x 3)`` uint8."""
+    if x.dim() == 4:
+        x = x[:, x.shape[1] // 2]
+    arr = (x.float().clamp(0, 1) * 255).round().byte().cpu().numpy()
+    if arr.shape[0] == 1:
+        arr = np.repeat(arr, 3, axis=0)
+    return np.ascontiguousarray(arr[:3].transpose(1, 2, 0))
+
+
+@torch.no_grad()
+def save_pair_grid(gen: SearchableGenerator, masks: torch.Tensor, path: Path, min_tile: int = 96) -> Path:
+    """A PNG with augmented masks (top row) and the images G generates from them (bottom row)."""
+    was_training = gen.training
+    gen.eval()
+    images = gen(masks)
+    gen.train(was_training)
+    tiles = [(_to_uint8(m), _to_uint8(i)) for m, i in zip(masks, images, strict=True)]
+    h, w = tiles[0][0].shape[:2]
+    scale = max(1, -(-min_tile // max(h, w)))
+    th, tw, gap = h * scale, w * scale, 2
+    canvas = Image.new("RGB", (len(tiles) * (tw + gap) + gap, 2 * (th + gap) + gap), (255, 255, 255))
+    for col, (m, i) in enumerate(tiles):
+        for row, arr in enumerate((m, i)):
+            tile = Image.fromarray(arr).resize((tw, th), Image.NEAREST)
+            canvas.paste(tile, (gap + col * (tw + gap), gap + row * (th + gap)))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(path)
+    return path
+
+
+# --- the method -----------------------------------------------------------------------------
+
+
+def check_foreground(train: SegData, method: str) -> None:
+    """GenSeg turns augmented training masks into images: masks without foreground cannot teach it."""
+    if len(train) == 0:
+        raise DataError(f"method {method!r}: the training set is empty.")
+    if float(train.masks.amax()) < 0.5:
+        ids = ", ".join(train.case_ids[:3]) + (", ..." if len(train) > 3 else "")
+        raise DataError(
+            f"method {method!r}: none of the {len(train)} training masks ({ids}) has a foreground pixel. "
+            "GenSeg generates training images from augmented real masks, so it needs masks with foreground "
+            "(value 1). Check the data source's mask binarisation rule and re-prepare the data, or use a "
+            "larger training size."
+        )
+
+
+class GenSegMethod(Method):
+    """GenSeg on any backbone of :func:`build_segmenter`, with the variants of :class:`GenSegConfig`."""
+
+    def build(
+        self, train: SegData, ctx: FitContext, cfg: GenSegConfig
+    ) -> tuple[SearchableGenerator, PatchDiscriminator, nn.Module]:
+        """G, H and S on the device (S built exactly as the supervised baselines build it)."""
+        channels, dims = int(train.images.shape[1]), train.dims
+        spatial = tuple(int(s) for s in train.images.shape[2:])
+        seg = build_segmenter(self.spec.backbone, channels, dims, self.spec.encoder, self.spec.encoder_weights)
+        seg = prepare_model(seg, ctx, dims)
+        width = ctx.profile.gen_width
+        gen = SearchableGenerator(channels, spatial, width=width, mode=cfg.cells, dims=dims, dropout=cfg.dropout)
+        disc = PatchDiscriminator(channels, spatial, width=width, dims=dims)
+        gen, disc = prepare_model(gen, ctx, dims), prepare_model(disc, ctx, dims)
+        return gen, disc, seg  # type: ignore[return-value]
+
+    def fit(self, train: SegData, val: SegData, ctx: FitContext) -> FitResult:
+        cfg = GenSegConfig.from_spec(self.spec)
+        check_foreground(train, self.spec.name)
+        if len(val) == 0:
+            raise DataError(f"method {self.spec.name!r}: the validation set is empty; GenSeg's A level needs one.")
+        aug = cfg.augment_config()
+        rng = seed_everything(ctx.seed, ctx.device)
+        gen, disc, seg = self.build(train, ctx, cfg)
+        trainer = GenSegTrainer(cfg, gen, disc, seg, ctx.profile, amp=lambda: autocast(ctx))
+        bs = ctx.batch_size
+        every = eval_interval(len(train), ctx)
+        start = time.perf_counter()
+
+        gan_its = 0
+        if cfg.separate:
+            gan_its = cfg.gan_iterations or ctx.iterations
+            total = gan_its + ctx.iterations
+            running = torch.zeros((), device=ctx.device)
+            seen = 0
+            for it in range(1, gan_its + 1):
+                images, masks = sample_batch(train, bs, rng)
+                running += trainer.gan_step(masks, images)
+                seen += 1
+                if it % every == 0 or it == gan_its:
+                    mean = running / seen
+                    check_finite(mean, "GAN loss", it)
+                    ctx.progress(it, total, {"gan": float(mean)})
+                    running.zero_()
+                    seen = 0
+            for p in (*gen.parameters(), *disc.parameters()):
+                p.requires_grad_(False)  # frozen from here on
+
+        best = BestCheckpoint()
+        sums = {k: torch.zeros((), device=ctx.device) for k in ("gan", "seg", "val")}
+        seen = 0
+        last: dict[str, float] = {}
+        seg.train()
+        gen.train()
+        disc.train()
+        for it in range(1, ctx.iterations + 1):
+            images, masks = sample_batch(train, bs, rng)
+            aug_masks = augment_masks(masks, aug, rng)
+            if cfg.unrolled:
+                val_images, val_masks = sample_batch(val, bs, rng)
+                losses = trainer.end_to_end_step(GenSegBatch(masks, images, aug_masks, val_images, val_masks))
+            elif cfg.separate:
+                losses = StepLosses(torch.zeros((), device=ctx.device), trainer.segmenter_step(masks, images, aug_masks))
+            else:
+                gan = trainer.gan_step(masks, images)
+                losses = StepLosses(gan, trainer.segmenter_step(masks, images, aug_masks))
+            sums["gan"] += losses.gan
+            assert losses.seg is not None
+            sums["seg"] += losses.seg
+            if losses.val is not None:
+                sums["val"] += losses.val
+            seen += 1
+            if it % every == 0 or it == ctx.iterations:
+                means = {k: v / seen for k, v in sums.items()}
+                if not cfg.separate:
+                    check_finite(means["gan"], "GAN loss", it)
+                check_finite(means["seg"], "segmentation loss", it)
+                if cfg.unrolled:
+                    check_finite(means["val"], "unrolled validation loss", it)
+                score = validation_dice(seg, val, bs, ctx.use_amp)
+                trainer.sched.step(score)
+                best.update(seg, score, it)
+                shown = ["seg"] + ([] if cfg.separate else ["gan"]) + (["val"] if cfg.unrolled else [])
+                last = {k: float(means[k]) for k in shown}
+                ctx.progress(gan_its + it, gan_its + ctx.iterations, {**last, "val_dice": score, "best": best.score})
+                for v in sums.values():
+                    v.zero_()
+                seen = 0
+        best.restore(seg)
+
+        grid_masks = augment_masks(train.masks[:8], aug, rng)
+        grid = save_pair_grid(gen, grid_masks, Path(ctx.out_dir) / GRID_FILE)
+        extras = {
+            "val_history": best.history,
+            "alphas": gen.alphas(),
+            "alphas_form": {
+                "learnable": "softmax of each cell's learned logits (the weights the forward pass uses)",
+                "fixed": "fixed multi-branch: every alpha is 1",
+                "single": "single-branch Pix2Pix: the 4-2-1 op alone",
+            }[cfg.cells],
+            "mode": cfg.mode,
+            "final_losses": last,
+            "train_time_s": time.perf_counter() - start,
+        }
+        if cfg.separate:
+            extras["gan_iterations"] = gan_its
+        return FitResult(
+            predictor=ModulePredictor(seg, bs, ctx.use_amp),
+            best_val_score=best.score,
+            best_iteration=best.iteration,
+            iterations=ctx.iterations,
+            extras=extras,
+            artifacts=[str(grid)],
+        )
