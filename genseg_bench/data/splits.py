@@ -19,7 +19,6 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-
 from genseg_bench.errors import DataError
 from genseg_bench.specs import ValidationRule
 
