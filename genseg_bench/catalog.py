@@ -10,7 +10,7 @@ lm-evaluation-harness uses ``include``: ablations stay one small record each.
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -18,21 +18,24 @@ from typing import Any
 from pydantic import ValidationError
 
 from genseg_bench.errors import SpecError, unknown
-from genseg_bench.specs import MethodSpec, TaskSpec
+from genseg_bench.specs import MethodSpec, SuiteSpec, TaskSpec
 
 
 def _resource_dir(package: str) -> Path:
     return Path(str(resources.files(package)))
 
 
-def _read_tables(directory: Path, key: str) -> list[tuple[Path, dict[str, Any]]]:
+def _read_tables(
+    directory: Path, key: str, others: tuple[str, ...] = ()
+) -> list[tuple[Path, dict[str, Any]]]:
+    """Every ``[[key]]`` table of the folder's TOML files; ``others`` are table kinds read by another pass."""
     tables: list[tuple[Path, dict[str, Any]]] = []
     for path in sorted(directory.glob("*.toml")):
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as exc:
             raise SpecError(f"{path}: not valid TOML ({exc}). Fix the syntax of that file.") from exc
-        extra = set(data) - {key}
+        extra = set(data) - {key, *others}
         if extra:
             raise SpecError(
                 f"{path}: unknown top-level keys {sorted(extra)}; only [[{key}]] tables are allowed."
@@ -111,14 +114,21 @@ class Catalog:
 
     tasks: dict[str, TaskSpec]
     methods: dict[str, MethodSpec]
+    suites: dict[str, SuiteSpec] = field(default_factory=dict)
 
     @classmethod
     def load(cls, tasks_dir: Path | None = None, methods_dir: Path | None = None) -> Catalog:
         tdir = tasks_dir or _resource_dir("genseg_bench.tasks_data")
         mdir = methods_dir or _resource_dir("genseg_bench.baselines_data")
-        tasks = _validate(TaskSpec, _resolve(_read_tables(tdir, "task"), "id"), "task")
+        tasks = _validate(TaskSpec, _resolve(_read_tables(tdir, "task", ("suite",)), "id"), "task")
         methods = _validate(MethodSpec, _resolve(_read_tables(mdir, "method"), "name"), "method")
-        return cls(tasks=tasks, methods=methods)
+        suite_tables = _resolve(_read_tables(tdir, "suite", ("task",)), "id")
+        suites = _validate(SuiteSpec, suite_tables, "suite")
+        for sid, suite in suites.items():
+            missing = [t for t in suite.tasks if t not in tasks]
+            if missing:
+                raise SpecError(f"{suite_tables[sid][0]}: suite {sid!r} names unknown tasks {missing}.")
+        return cls(tasks=tasks, methods=methods, suites=suites)
 
     def task(self, task_id: str) -> TaskSpec:
         if task_id not in self.tasks:
@@ -126,6 +136,25 @@ class Catalog:
         return self.tasks[task_id]
 
     def method(self, name: str) -> MethodSpec:
+        """A method spec by name; an outside method (entry point or ``module:Class``) gets a default spec."""
         if name not in self.methods:
-            raise unknown("method", name, list(self.methods))
+            from genseg_bench.methods.registry import outside_method_spec
+
+            spec = outside_method_spec(name)
+            if spec is None:
+                raise unknown("method", name, list(self.methods))
+            return spec
         return self.methods[name]
+
+    def suite(self, suite_id: str) -> SuiteSpec:
+        if suite_id not in self.suites:
+            raise unknown("suite", suite_id, list(self.suites))
+        return self.suites[suite_id]
+
+    def suite_tasks(self, suite_id: str) -> list[TaskSpec]:
+        """The tasks of a suite: its list in order, or every task its filter selects (sorted by id)."""
+        suite = self.suite(suite_id)
+        if suite.tasks:
+            return [self.tasks[t] for t in suite.tasks]
+        assert suite.where is not None
+        return [t for _, t in sorted(self.tasks.items()) if suite.where.matches(t)]

@@ -116,7 +116,9 @@ def methods_cmd() -> None:
 @app.command("run")
 @friendly
 def run_cmd(
-    task: Annotated[str, typer.Option("--task", "-t", help="Task id (see `genseg-bench tasks`).")],
+    task: Annotated[
+        str | None, typer.Option("--task", "-t", help="Task id (see `genseg-bench tasks`).")
+    ] = None,
     methods: Annotated[
         str | None, typer.Option(help="Comma-separated methods (default: the task's).")
     ] = None,
@@ -132,6 +134,9 @@ def run_cmd(
     store: StoreOpt = default_store_root(),
     retry_failed: Annotated[bool, typer.Option(help="Rerun runs recorded as failed.")] = False,
     report: Annotated[bool, typer.Option(help="Print the report table when the grid is done.")] = True,
+    suite: Annotated[
+        str | None, typer.Option(help="Run every task of a suite (`genseg-bench suites`).")
+    ] = None,
 ) -> None:
     """Run a task's grid (methods x sizes x seeds); finished runs are skipped, so an interrupted grid resumes."""
     from genseg_bench.profiles import get_profile
@@ -139,6 +144,27 @@ def run_cmd(
     from genseg_bench.runner import resolve_device, run_grid
 
     catalog = Catalog.load()
+    if (task is None) == (suite is None):
+        raise GensegBenchError(
+            "give one of --task or --suite (see `genseg-bench tasks` and `genseg-bench suites`)."
+        )
+    if suite is not None:
+        from genseg_bench.cli_leaderboard import run_suite
+
+        sz, sd = _ints(sizes, "sizes"), _ints(seeds, "seeds") or [0]
+        args = (
+            _names(methods),
+            sz,
+            sd,
+            profile,
+            image_size,
+            iterations,
+            device,
+            results,
+            store,
+            retry_failed,
+        )
+        return run_suite(catalog, suite, *args)
     prof = get_profile(profile, image_size, iterations)
     dev = resolve_device(device)
     console.print(
@@ -327,6 +353,11 @@ def data_pull(
         f"[green]pulled[/] {dataset} ({size}px, {len(p.case_ids)} cases, fingerprint {p.fingerprint})"
     )
 
+
+# leaderboard side (suites, results export, leaderboard publish/serve, curves, submit): cli_leaderboard.py
+from genseg_bench.cli_leaderboard import register as _register_leaderboard  # noqa: E402
+
+_register_leaderboard(app)
 
 if __name__ == "__main__":  # pragma: no cover
     app()

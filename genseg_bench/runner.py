@@ -120,7 +120,7 @@ def load_task_data(task: TaskSpec, store: Store, run_size: int | None = None) ->
             raise DataError(f"{p.path}: {src} is {p.dims}D but task {task.id!r} is {task.dims}D.")
     train = prepared[task.train_source]
     split = load_or_make_split(
-        train.path, train.case_ids, task.split_seed, task.test_fraction, task.validation
+        train.path, train.case_ids, task.split_seed, task.test_fraction, task.validation, task.split_group
     )
     return TaskData(task=task, prepared=prepared, split=split)
 

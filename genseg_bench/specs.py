@@ -106,6 +106,8 @@ class TaskSpec(Strict):
     references: list[Reference] = []
     datasets: list[DatasetCitation]
     split_seed: int = 0
+    split_group: str = ""
+    """Regex capturing a group key (e.g. the patient) kept whole on one side of every split boundary."""
     figure: str = ""
     open_data: bool = False
     synthetic: bool = False
@@ -272,3 +274,63 @@ class RunResult(Strict):
 def stable_hash(obj: BaseModel) -> str:
     """Short content hash of a spec (sorted JSON)."""
     return hashlib.sha256(json.dumps(obj.model_dump(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+class SuiteFilter(Strict):
+    """Select tasks by their metadata, so a suite like ``open`` follows the task files as they grow.
+
+    Every given key must match; ``paper`` means "the task encodes a figure of the paper"
+    (a non-empty ``figure``).
+    """
+
+    open_data: bool | None = None
+    synthetic: bool | None = None
+    paper: bool | None = None
+    families: list[str] | None = None
+
+    def matches(self, task: TaskSpec) -> bool:
+        return (
+            (self.open_data is None or task.open_data == self.open_data)
+            and (self.synthetic is None or task.synthetic == self.synthetic)
+            and (self.paper is None or bool(task.figure) == self.paper)
+            and (self.families is None or task.family in self.families)
+        )
+
+
+class SuiteSpec(Strict):
+    """A named set of tasks that a method is run and submitted on (``tasks/suites.toml``).
+
+    Tasks are listed (``tasks``) or selected (``where``), never both. ``sizes`` says
+    which training sizes of each task a complete submission has: ``train`` (the
+    task's ``train_sizes``), ``sweep`` (its ``sweep_sizes``, or the train sizes
+    where it has none) or ``all`` (both). ``fingerprints`` pins the content
+    fingerprint of a data source (at the size the suite's ``profile`` runs it), so
+    that submitted numbers come from the same data as the leaderboard's.
+    """
+
+    id: str
+    description: str
+    tasks: list[str] = []
+    where: SuiteFilter | None = None
+    sizes: Literal["train", "sweep", "all"] = "train"
+    seeds: list[int] = [0, 1, 2]
+    profile: str = "paper"
+    fingerprints: dict[str, str] = {}
+
+    @model_validator(mode="after")
+    def _tasks_or_where(self) -> SuiteSpec:
+        if bool(self.tasks) == (self.where is not None):
+            raise ValueError(
+                "a suite needs exactly one of 'tasks' (a list of task ids) or 'where' (a filter)"
+            )
+        if not self.seeds:
+            raise ValueError("a suite needs at least one seed")
+        return self
+
+    def task_sizes(self, task: TaskSpec) -> list[int]:
+        """The training sizes a complete run of ``task`` in this suite covers."""
+        if self.sizes == "train":
+            return sorted(task.train_sizes)
+        if self.sizes == "sweep":
+            return sorted(task.sweep_sizes or task.train_sizes)
+        return sorted({*task.train_sizes, *task.sweep_sizes})

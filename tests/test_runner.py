@@ -166,3 +166,17 @@ def test_results_are_plain_json_that_round_trips(catalog: Catalog, store: Store,
     data = json.loads(path.read_text())
     assert RunResult.model_validate(data) == s.ran[0]
     assert [r.run_id for r in iter_results(tmp_path, "synthetic")] == [s.ran[0].run_id]
+
+
+@pytest.mark.realdata
+def test_kvasir_to_cvc_end_to_end_on_real_data(shared_data: Path, catalog: Catalog, tmp_path: Path) -> None:
+    """Prepare the real Kvasir-SEG and CVC-ClinicDB copies, train briefly, evaluate on all of CVC-ClinicDB."""
+    store = Store(tmp_path / "store")
+    store.prepare("kvasir", shared_data / "kvasir-seg", 32)
+    store.prepare("cvc-clinicdb", shared_data / "cvc-clinicdb", 32)
+    s = run_grid(catalog, "kvasir-to-cvc", ["unet"], [8], [0], SMOKE, store, tmp_path / "r", CPU)
+    (r,) = s.ran
+    assert r.status == "ok", r.error
+    assert len(r.test_sets["cvc-clinicdb"].case_ids) == 609  # the whole out-of-domain set
+    assert len(r.test_sets["kvasir"].case_ids) == round(0.2 * 998)  # the held-out in-domain test split
+    assert set(r.spec.data_fingerprints) == {"kvasir", "cvc-clinicdb"}

@@ -90,6 +90,19 @@ def test_split_is_identical_on_every_machine() -> None:
     assert s.val[:3] == ["case-009", "case-044", "case-030"] and len(s.train_pool) == 32
 
 
+def test_grouped_split_keeps_each_patient_on_one_side() -> None:
+    ids = [f"patient{p:04d}_{v}_{t}" for p in range(1, 41) for v in ("2CH", "4CH") for t in ("ED", "ES")]
+    s = make_split(ids, 0, 0.2, ValidationRule(), group=r"^(patient\d+)_")
+    side = {}
+    for name, part in (("test", s.test), ("val", s.val), ("train", s.train_pool)):
+        for c in part:
+            side.setdefault(c.split("_")[0], set()).add(name)
+    assert all(len(v) == 1 for v in side.values()), "a patient is split across train / val / test"
+    assert len(s.test) == 32 and sorted(s.test + s.val + s.train_pool) == sorted(ids)
+    with pytest.raises(DataError, match="split_group"):
+        make_split([*ids, "stray"], 0, 0.2, ValidationRule(), group=r"^(patient\d+)_")
+
+
 def test_split_is_persisted_and_checked(tmp_path: Path) -> None:
     ids = [f"c{i}" for i in range(30)]
     rule = ValidationRule()

@@ -33,12 +33,15 @@ step). The unrolled steps are plain gradient steps with ``eta_g = gen_lr`` and
 **BatchNorm statistics in the unrolled steps.** The generator and discriminator
 use InstanceNorm (no running statistics; see their modules), so every pass of
 them, unrolled or not, is the same function. The segmenter keeps its backbone's
-BatchNorm: the forward pass that produces ``g_S`` is an ordinary training
-forward on generated + real pairs and updates the running statistics once per
-iteration, exactly like a supervised step; the forward of S' on the validation
-batch runs in train mode (batch statistics, differentiable) on *copies* of the
-buffers, which are thrown away, so validation images never enter the running
-statistics used at evaluation time.
+BatchNorm. Generated and real pairs go through S in two ordinary train-mode
+forwards (batch statistics per half); these produce ``g_S`` and update the
+running statistics as a training step does, in every variant alike. The
+forward of S' on the validation batch also runs in train mode (batch
+statistics, differentiable, as in DARTS) but on *copies* of the buffers, which
+are thrown away: validation images never enter the running statistics used at
+evaluation time, and the extra passes of the unrolled step do not move them.
+Only the generated half depends on A, so only its gradient is taken with
+``create_graph``: the double backward of S runs over B images, not 2B.
 
 Variants are config, not copies (``MethodSpec.config``, see :class:`GenSegConfig`):
 ``separate`` trains the GAN first for ``gan_iterations``, freezes it, then trains
@@ -134,9 +137,13 @@ class GenSegConfig(BaseModel):
         if bad:
             raise ValueError(f"unknown augmentation ops {bad}; known: {list(OPS)}")
         if self.end_to_end and self.separate:
-            raise ValueError("separate = true trains the GAN before the segmenter, so end_to_end must be false")
+            raise ValueError(
+                "separate = true trains the GAN before the segmenter, so end_to_end must be false"
+            )
         if self.end_to_end and self.cells != "learnable":
-            raise ValueError(f"cells = {self.cells!r} has no alphas to learn; end_to_end needs cells = 'learnable'")
+            raise ValueError(
+                f"cells = {self.cells!r} has no alphas to learn; end_to_end needs cells = 'learnable'"
+            )
         if self.gan_iterations is not None and not self.separate:
             raise ValueError("gan_iterations is the GAN pre-training budget of separate = true only")
         return self
@@ -165,7 +172,9 @@ class GenSegConfig(BaseModel):
         try:
             return cls.model_validate(spec.config)
         except ValidationError as exc:
-            lines = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'config'}: {e['msg']}" for e in exc.errors())
+            lines = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'config'}: {e['msg']}" for e in exc.errors()
+            )
             raise SpecError(
                 f"method {spec.name!r}: invalid GenSeg config: {lines}. Known keys: {sorted(cls.model_fields)}."
             ) from exc
@@ -174,20 +183,25 @@ class GenSegConfig(BaseModel):
 # --- losses and the unrolled step -----------------------------------------------------------
 
 
+def _upcast(x: torch.Tensor) -> torch.Tensor:
+    """Losses in float32 or better: bf16 (autocast) is upcast, float64 (the gradient tests) is kept."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
 def generator_gan_loss(
     disc: nn.Module, masks: torch.Tensor, fake: torch.Tensor, images: torch.Tensor, lambda_l1: float
 ) -> torch.Tensor:
     """Pix2Pix generator objective: fool H on ``(mask, G(mask))`` + ``lambda_l1`` * L1 to the real image."""
-    logits = disc(masks, fake).float()
+    logits = _upcast(disc(masks, fake))
     adv = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
-    return adv + lambda_l1 * F.l1_loss(fake.float(), images.float())
+    return adv + lambda_l1 * F.l1_loss(_upcast(fake), _upcast(images))
 
 
 def discriminator_loss(
     disc: nn.Module, masks: torch.Tensor, fake: torch.Tensor, images: torch.Tensor
 ) -> torch.Tensor:
     """H's objective: real pairs -> 1, generated pairs -> 0 (one forward on both halves)."""
-    logits = disc(torch.cat([masks, masks]), torch.cat([images, fake.detach()])).float()
+    logits = _upcast(disc(torch.cat([masks, masks]), torch.cat([images, fake.detach()])))
     target = torch.cat([torch.ones_like(logits[: len(masks)]), torch.zeros_like(logits[len(masks) :])])
     return F.binary_cross_entropy_with_logits(logits, target)
 
@@ -232,17 +246,15 @@ def unrolled_step(
     eta_s: float,
     gamma: float,
     lambda_l1: float,
-    unroll: bool = True,
     create_graph: bool = True,
     amp: AmpFactory = _no_amp,
     timer: Timer = _no_timer,
 ) -> UnrolledStep:
     """Eq. 5 and 7 (and the objective of Eq. 8): the value ``L_seg(S'(G'(A)), val)`` and what leads to it.
 
-    ``unroll``: generate with G' and evaluate S' on the validation batch (else
-    generate with G, no validation). ``create_graph``: keep the graph of both
-    gradient steps so that ``grad_A`` of ``val_loss`` exists (False gives the
-    same values, which is what the finite-difference test evaluates).
+    ``create_graph``: keep the graph of both gradient steps so that ``grad_A`` of
+    ``val_loss`` exists (False gives the same values: what the finite-difference
+    test evaluates). Without a validation batch, ``val_loss`` is None.
     """
     g_params = gen.named_weight_parameters()
     with amp():
@@ -250,22 +262,26 @@ def unrolled_step(
         gan = generator_gan_loss(disc, batch.masks, fake, batch.images, lambda_l1)
     g_grads = _grads(gan, list(g_params.values()), create_graph)
     timer("gan")
-    if unroll:
-        g_prime = {n: p - eta_g * g for (n, p), g in zip(g_params.items(), g_grads, strict=True)}
-        with amp():
-            generated = functional_call(gen, g_prime, (batch.aug_masks,))
-    else:
-        with torch.no_grad(), amp():
-            generated = gen(batch.aug_masks)
+    g_prime = {n: p - eta_g * g for (n, p), g in zip(g_params.items(), g_grads, strict=True)}
+    with amp():
+        generated = functional_call(gen, g_prime, (batch.aug_masks,))
     s_params = dict(seg.named_parameters())
-    n_gen = generated.shape[0]
-    with amp():  # an ordinary training forward: BatchNorm running statistics move once, as in a supervised step
-        logits = seg(torch.cat([generated.to(batch.images.dtype), batch.images]))
-    seg_total = seg_loss(logits[:n_gen], batch.aug_masks) + gamma * seg_loss(logits[n_gen:], batch.masks)
-    s_grads = _grads(seg_total, list(s_params.values()), create_graph)
+    s_list = list(s_params.values())
+    # two ordinary training forwards (see the module docstring); only the generated half, which depends
+    # on A, keeps a graph of its gradient, so the double backward of S runs over B images, not 2B
+    with amp():
+        gen_loss = seg_loss(seg(generated.to(batch.images.dtype)), batch.aug_masks)
+    s_grads = _grads(gen_loss, s_list, create_graph)
+    seg_total = gen_loss
+    if gamma > 0:
+        with amp():
+            real_loss = seg_loss(seg(batch.images), batch.masks)
+        real_grads = _grads(real_loss, s_list, False)
+        s_grads = tuple(g + gamma * r for g, r in zip(s_grads, real_grads, strict=True))
+        seg_total = gen_loss + gamma * real_loss
     timer("seg")
     val = None
-    if unroll and batch.val_images is not None and batch.val_masks is not None:
+    if batch.val_images is not None and batch.val_masks is not None:
         s_prime = {n: p - eta_s * g for (n, p), g in zip(s_params.items(), s_grads, strict=True)}
         # train-mode BatchNorm (batch statistics) on throw-away copies of the buffers
         buffers = {n: b.clone() for n, b in seg.named_buffers()}
@@ -279,7 +295,7 @@ def unrolled_step(
 def hypergradient(step: UnrolledStep, arch: list[nn.Parameter]) -> tuple[torch.Tensor, ...]:
     """``grad_A L_seg(S', val)`` through S', the generated images, G' and the GAN-level gradient (Eq. 9-11)."""
     if step.val_loss is None:
-        raise ValueError("the step was not unrolled (no validation loss); call unrolled_step(unroll=True)")
+        raise ValueError("the step has no validation loss: give unrolled_step a validation batch")
     return torch.autograd.grad(step.val_loss, arch, allow_unused=True, materialize_grads=True)
 
 
@@ -334,8 +350,17 @@ class GenSegTrainer:
         """The three levels, then the real updates of A, G, H and S (see the module docstring)."""
         cfg = self.cfg
         step = unrolled_step(
-            self.gen, self.disc, self.seg, batch, eta_g=self.eta_g, eta_s=self.eta_s, gamma=cfg.gamma,
-            lambda_l1=cfg.lambda_l1, unroll=True, create_graph=True, amp=self.amp, timer=timer,
+            self.gen,
+            self.disc,
+            self.seg,
+            batch,
+            eta_g=self.eta_g,
+            eta_s=self.eta_s,
+            gamma=cfg.gamma,
+            lambda_l1=cfg.lambda_l1,
+            create_graph=True,
+            amp=self.amp,
+            timer=timer,
         )
         arch_grads = hypergradient(step, self.arch)
         timer("hyper")
@@ -366,14 +391,16 @@ class GenSegTrainer:
         _apply(self.opt_d, self.d_params, d_grads)
         return gan.detach()
 
-    def segmenter_step(self, masks: torch.Tensor, images: torch.Tensor, aug_masks: torch.Tensor) -> torch.Tensor:
+    def segmenter_step(
+        self, masks: torch.Tensor, images: torch.Tensor, aug_masks: torch.Tensor
+    ) -> torch.Tensor:
         """Level 2 with G held fixed: S on generated pairs + gamma * real pairs."""
         with torch.no_grad(), self.amp():
             generated = self.gen(aug_masks)
-        with self.amp():
-            logits = self.seg(torch.cat([generated.to(images.dtype), images]))
-        n = generated.shape[0]
-        loss = seg_loss(logits[:n], aug_masks) + self.cfg.gamma * seg_loss(logits[n:], masks)
+        with self.amp():  # two forwards, as in unrolled_step, so every variant treats BatchNorm alike
+            loss = seg_loss(self.seg(generated.to(images.dtype)), aug_masks)
+            if self.cfg.gamma > 0:
+                loss = loss + self.cfg.gamma * seg_loss(self.seg(images), masks)
         self.opt_s.zero_grad(set_to_none=True)
         loss.backward()
         self.opt_s.step()
@@ -440,10 +467,14 @@ class GenSegMethod(Method):
         """G, H and S on the device (S built exactly as the supervised baselines build it)."""
         channels, dims = int(train.images.shape[1]), train.dims
         spatial = tuple(int(s) for s in train.images.shape[2:])
-        seg = build_segmenter(self.spec.backbone, channels, dims, self.spec.encoder, self.spec.encoder_weights)
+        seg = build_segmenter(
+            self.spec.backbone, channels, dims, self.spec.encoder, self.spec.encoder_weights
+        )
         seg = prepare_model(seg, ctx, dims)
         width = ctx.profile.gen_width
-        gen = SearchableGenerator(channels, spatial, width=width, mode=cfg.cells, dims=dims, dropout=cfg.dropout)
+        gen = SearchableGenerator(
+            channels, spatial, width=width, mode=cfg.cells, dims=dims, dropout=cfg.dropout
+        )
         disc = PatchDiscriminator(channels, spatial, width=width, dims=dims)
         gen, disc = prepare_model(gen, ctx, dims), prepare_model(disc, ctx, dims)
         return gen, disc, seg  # type: ignore[return-value]
@@ -452,7 +483,9 @@ class GenSegMethod(Method):
         cfg = GenSegConfig.from_spec(self.spec)
         check_foreground(train, self.spec.name)
         if len(val) == 0:
-            raise DataError(f"method {self.spec.name!r}: the validation set is empty; GenSeg's A level needs one.")
+            raise DataError(
+                f"method {self.spec.name!r}: the validation set is empty; GenSeg's A level needs one."
+            )
         aug = cfg.augment_config()
         rng = seed_everything(ctx.seed, ctx.device)
         gen, disc, seg = self.build(train, ctx, cfg)
@@ -494,7 +527,9 @@ class GenSegMethod(Method):
                 val_images, val_masks = sample_batch(val, bs, rng)
                 losses = trainer.end_to_end_step(GenSegBatch(masks, images, aug_masks, val_images, val_masks))
             elif cfg.separate:
-                losses = StepLosses(torch.zeros((), device=ctx.device), trainer.segmenter_step(masks, images, aug_masks))
+                losses = StepLosses(
+                    torch.zeros((), device=ctx.device), trainer.segmenter_step(masks, images, aug_masks)
+                )
             else:
                 gan = trainer.gan_step(masks, images)
                 losses = StepLosses(gan, trainer.segmenter_step(masks, images, aug_masks))
@@ -516,7 +551,9 @@ class GenSegMethod(Method):
                 best.update(seg, score, it)
                 shown = ["seg"] + ([] if cfg.separate else ["gan"]) + (["val"] if cfg.unrolled else [])
                 last = {k: float(means[k]) for k in shown}
-                ctx.progress(gan_its + it, gan_its + ctx.iterations, {**last, "val_dice": score, "best": best.score})
+                ctx.progress(
+                    gan_its + it, gan_its + ctx.iterations, {**last, "val_dice": score, "best": best.score}
+                )
                 for v in sums.values():
                     v.zero_()
                 seen = 0

@@ -61,3 +61,29 @@ def method_class(kind: str) -> type[Method]:
 def build_method(spec: MethodSpec) -> Method:
     """Instantiate the method a spec describes."""
     return method_class(spec.kind)(spec)
+
+
+def outside_method_spec(name: str) -> MethodSpec | None:
+    """A default spec for a method that lives in an outside package, or None if ``name`` is not one.
+
+    ``name`` is an entry-point name of the ``genseg_bench.methods`` group or a
+    ``package.module:Class`` path. The class may set ``spec_defaults`` (a dict of
+    :class:`MethodSpec` fields: ``description``, ``backbone``, ``encoder``, ``config``
+    ...) so that the leaderboard can show its backbone; the class docstring is the
+    description otherwise. Built-in kinds are not methods by themselves (their
+    configurations are the specs of ``baselines/*.toml``), so they return None.
+    """
+    if name in BUILTIN_KINDS:
+        return None
+    if ":" not in name and name not in {ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)}:
+        return None
+    cls = method_class(name)
+    defaults = dict(getattr(cls, "spec_defaults", {}) or {})
+    doc = (cls.__doc__ or "").strip().splitlines()
+    defaults.setdefault("description", doc[0] if doc else f"outside method {name}")
+    try:
+        return MethodSpec(name=name, kind=name, **defaults)
+    except ValueError as exc:  # pydantic's ValidationError is a ValueError
+        raise UnknownNameError(
+            f"{name!r}: its spec_defaults are not valid MethodSpec fields ({exc})."
+        ) from exc

@@ -24,8 +24,9 @@ from genseg_bench.specs import Profile
 
 
 def seg_loss(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-    """Pixel-wise binary cross-entropy (the paper's L_seg)."""
-    return F.binary_cross_entropy_with_logits(logits.float(), masks.float())
+    """Pixel-wise binary cross-entropy (the paper's L_seg), in float32 or better (bf16 is upcast, float64 kept)."""
+    dtype = torch.promote_types(logits.dtype, torch.float32)
+    return F.binary_cross_entropy_with_logits(logits.to(dtype), masks.to(dtype))
 
 
 def make_seg_optimizer(

@@ -30,7 +30,13 @@ class PatchDiscriminator(nn.Module):
     """Pix2Pix's ``NLayerDiscriminator``: logits per patch for ``(mask, image)`` pairs."""
 
     def __init__(
-        self, image_channels: int, spatial: Sequence[int], *, width: int = 64, dims: int = 2, max_layers: int = 3
+        self,
+        image_channels: int,
+        spatial: Sequence[int],
+        *,
+        width: int = 64,
+        dims: int = 2,
+        max_layers: int = 3,
     ) -> None:
         super().__init__()
         conv = nn.Conv2d if dims == 2 else nn.Conv3d

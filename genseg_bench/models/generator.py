@@ -41,7 +41,7 @@ cropped back. Channels are ``width * min(2**i, 8)`` per level, as in Pix2Pix.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import torch
@@ -60,7 +60,8 @@ def op_name(op: tuple[int, int, int]) -> str:
     return "-".join(str(v) for v in op)
 
 
-def _conv(dims: int, transposed: bool):  # noqa: ANN202 - a torch.nn.functional conv
+def _conv(dims: int, transposed: bool) -> Callable[..., torch.Tensor]:
+    """The ``torch.nn.functional`` (transposed) convolution for 2D or 3D inputs."""
     if dims == 2:
         return F.conv_transpose2d if transposed else F.conv2d
     if dims == 3:

@@ -1,0 +1,221 @@
+"""Cost of one GenSeg iteration relative to one plain UNet training iteration, in one process.
+
+    python benchmarks/genseg_speed.py --image-size 64 --batch-size 8 --device auto --repeats 10
+
+Both run at the same batch size and resolution on the same device, interleaved
+(supervised, GenSeg, supervised, ...) so that load from other processes hits
+both alike; the ratio is the number to read, not the absolute times. Prints the
+median time per iteration of: the supervised UNet step (the baselines' loop),
+GenSeg's end-to-end step (three levels + real updates) with a per-phase
+breakdown, GenSeg without the architecture level (``end_to_end = false``) and
+the Separate segmenter step, so that what dominates is visible. Target: the
+end-to-end step at most 8x the supervised one.
+
+Phases of the end-to-end step (see ``genseg_bench.methods.genseg``):
+``gan``    G(M), H(M, G(M)), grad_G L_gan with create_graph (level 1);
+``seg``    G'(M_aug) via functional_call, S on generated + real, grad_S with create_graph (level 2);
+``val``    S' on the validation batch (level 3 objective);
+``hyper``  grad_A: backward through S', the double backward of S, G' and the double backward of G and H;
+``disc``   H's loss and gradient;
+``update`` the optimiser steps of A, G, H and S.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import statistics
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from genseg_bench.augment import augment_masks
+from genseg_bench.methods.base import FitContext, SegData
+from genseg_bench.methods.genseg import GenSegBatch, GenSegConfig, GenSegTrainer
+from genseg_bench.methods.training import autocast, make_seg_optimizer, prepare_model, sample_batch, seg_loss
+from genseg_bench.models.discriminator import PatchDiscriminator
+from genseg_bench.models.generator import SearchableGenerator
+from genseg_bench.models.segmenters import build_segmenter
+from genseg_bench.profiles import get_profile
+from genseg_bench.runner import resolve_device
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def blob_data(n: int, size: int, channels: int, device: torch.device, seed: int = 0) -> SegData:
+    """Random discs on noise: enough structure for every loss to be non-trivial."""
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, size), torch.linspace(0, 1, size), indexing="ij")
+    centres = torch.rand(n, 2, generator=g) * 0.5 + 0.25
+    radii = torch.rand(n, generator=g) * 0.15 + 0.1
+    masks = (yy - centres[:, 0, None, None]) ** 2 + (xx - centres[:, 1, None, None]) ** 2 < radii[
+        :, None, None
+    ] ** 2
+    masks = masks.float()[:, None]
+    images = (0.6 * torch.rand(n, channels, size, size, generator=g) + 0.3 * masks).clamp(0, 1)
+    return SegData(images.to(device), masks.to(device), [f"b{i}" for i in range(n)])
+
+
+class PhaseTimer:
+    """Accumulates wall time per phase; syncs the device at each mark so GPU time lands in its phase."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.last = 0.0
+        self.times: dict[str, list[float]] = defaultdict(list)
+
+    def start(self) -> None:
+        _sync(self.device)
+        self.last = time.perf_counter()
+
+    def __call__(self, phase: str) -> None:
+        _sync(self.device)
+        now = time.perf_counter()
+        self.times[phase].append(now - self.last)
+        self.last = now
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--image-size", type=int, default=64)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--repeats", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--profile", default="quick", help="optimiser settings, generator width and AMP")
+    ap.add_argument(
+        "--width", type=int, default=None, help="generator/discriminator width (default: the profile's)"
+    )
+    ap.add_argument("--backbone", default="unet")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    profile = get_profile(args.profile, image_size=args.image_size)
+    if args.width:
+        profile = profile.model_copy(update={"gen_width": args.width})
+    profile = profile.model_copy(update={"batch_size": args.batch_size})
+    ctx = FitContext(device=device, seed=0, profile=profile, out_dir=Path("."))
+    amp_on = ctx.use_amp
+
+    def amp() -> contextlib.AbstractContextManager[None]:
+        return autocast(ctx)
+
+    size, bs, channels = args.image_size, args.batch_size, 3
+    data = blob_data(max(16, bs), size, channels, device)
+    val = blob_data(max(8, bs), size, channels, device, seed=1)
+    rng = torch.Generator(device=device).manual_seed(0)
+    torch.manual_seed(0)
+
+    # the plain supervised step, exactly as SupervisedMethod runs it
+    sup = prepare_model(build_segmenter(args.backbone, channels), ctx, 2)
+    sup_opt, _ = make_seg_optimizer(sup.parameters(), profile)
+
+    def supervised_step() -> None:
+        images, masks = sample_batch(data, bs, rng)
+        with amp():
+            logits = sup(images)
+        loss = seg_loss(logits, masks)
+        sup_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        sup_opt.step()
+
+    def trainer(config: dict[str, object]) -> GenSegTrainer:
+        cfg = GenSegConfig.model_validate(config)
+        seg = prepare_model(build_segmenter(args.backbone, channels), ctx, 2)
+        gen = SearchableGenerator(channels, (size, size), width=profile.gen_width, mode=cfg.cells)
+        disc = PatchDiscriminator(channels, (size, size), width=profile.gen_width)
+        gen, disc = prepare_model(gen, ctx, 2), prepare_model(disc, ctx, 2)  # type: ignore[assignment]
+        return GenSegTrainer(cfg, gen, disc, seg, profile, amp=amp)  # type: ignore[arg-type]
+
+    e2e, joint, separate = trainer({}), trainer({"end_to_end": False}), trainer({"separate": True})
+    aug = GenSegConfig().augment_config()
+    timer = PhaseTimer(device)
+
+    def batch(with_val: bool) -> GenSegBatch:
+        images, masks = sample_batch(data, bs, rng)
+        aug_masks = augment_masks(masks, aug, rng)
+        if not with_val:
+            return GenSegBatch(masks, images, aug_masks)
+        vi, vm = sample_batch(val, bs, rng)
+        return GenSegBatch(masks, images, aug_masks, vi, vm)
+
+    def e2e_step() -> None:
+        b = batch(True)
+        timer.start()
+        e2e.end_to_end_step(b, timer)
+
+    def joint_step() -> None:
+        b = batch(False)
+        joint.gan_step(b.masks, b.images)
+        joint.segmenter_step(b.masks, b.images, b.aug_masks)
+
+    def separate_step() -> None:
+        b = batch(False)
+        separate.segmenter_step(b.masks, b.images, b.aug_masks)
+
+    g_only = SearchableGenerator(channels, (size, size), width=profile.gen_width).to(device)
+    g_single = SearchableGenerator(channels, (size, size), width=profile.gen_width, mode="single").to(device)
+
+    def fwd_bwd(model: torch.nn.Module, x: torch.Tensor) -> Callable[[], None]:
+        def run() -> None:
+            with amp():
+                y = model(x)
+            y.float().mean().backward()
+
+        return run
+
+    masks_b = data.masks[:bs]
+    steps: dict[str, Callable[[], None]] = {
+        "supervised UNet step": supervised_step,
+        "GenSeg end-to-end step": e2e_step,
+        "GenSeg joint step (no A level)": joint_step,
+        "Separate segmenter step": separate_step,
+        "G fwd+bwd (3-branch cells)": fwd_bwd(g_only, masks_b),
+        "G fwd+bwd (single branch)": fwd_bwd(g_single, masks_b),
+        "S fwd+bwd": fwd_bwd(sup, data.images[:bs]),
+    }
+    times: dict[str, list[float]] = defaultdict(list)
+    for rep in range(args.warmup + args.repeats):
+        for name, fn in steps.items():
+            _sync(device)
+            t0 = time.perf_counter()
+            fn()
+            _sync(device)
+            if rep >= args.warmup:
+                times[name].append(time.perf_counter() - t0)
+        if rep == args.warmup - 1:
+            timer.times.clear()
+
+    med = {k: statistics.median(v) for k, v in times.items()}
+    dev = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"CPU, {torch.get_num_threads()} threads"
+    )
+    print(
+        f"device: {dev}; image {size}x{size}, batch {bs}, profile {profile.name}, "
+        f"generator width {profile.gen_width}, backbone {args.backbone}, AMP {amp_on}, "
+        f"median of {args.repeats} (after {args.warmup} warm-up)"
+    )
+    base = med["supervised UNet step"]
+    for name, t in med.items():
+        print(f"  {name:34s} {t * 1000:9.1f} ms   {t / base:6.2f}x supervised")
+    print("end-to-end step by phase:")
+    total = sum(statistics.median(v) for v in timer.times.values())
+    for phase, v in timer.times.items():
+        t = statistics.median(v)
+        print(f"  {phase:8s} {t * 1000:9.1f} ms   {100 * t / total:5.1f}%")
+    ratio = med["GenSeg end-to-end step"] / base
+    print(f"RATIO GenSeg/UNet iteration: {ratio:.2f}x (target <= 8x)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,310 @@
+"""CLI commands of the leaderboard side: suites, results export, publish, serve, curves, submit.
+
+Kept apart from ``cli.py`` (the run/report side) so each stays short; ``register``
+adds these commands to the shared typer app. Like the rest of the CLI, the
+commands parse, call the library and render; library errors become one message
+and exit code 2 through ``friendly``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from genseg_bench.catalog import Catalog
+from genseg_bench.errors import GensegBenchError
+
+ResultsOpt = Annotated[Path, typer.Option("--results", help="Result folder (one JSON per run).")]
+TokenOpt = Annotated[str | None, typer.Option(help="Hub token (default: the logged-in one / HF_TOKEN).")]
+
+
+def _names(text: str | None) -> list[str] | None:
+    return None if text is None else [x.strip() for x in text.split(",") if x.strip()]
+
+
+def _load_results(results: Path, tasks: list[str] | None = None) -> list:  # type: ignore[type-arg]
+    from genseg_bench.results import iter_results
+
+    out = []
+    for t in tasks or [None]:  # type: ignore[list-item]
+        out += list(iter_results(results, t))
+    if not out:
+        where = f" for {', '.join(tasks)}" if tasks else ""
+        raise GensegBenchError(f"no results{where} under {results}. Run `genseg-bench run` first.")
+    return out
+
+
+def run_suite(
+    catalog: Catalog,
+    suite_id: str,
+    methods: list[str] | None,
+    sizes: list[int] | None,
+    seeds: list[int],
+    profile: str,
+    image_size: int | None,
+    iterations: int | None,
+    device: str,
+    results: Path,
+    store: Path,
+    retry_failed: bool,
+) -> None:
+    """``run --suite``: each task's grid in turn, at the suite's sizes (and profile, unless one is given).
+
+    Whether ``--profile`` was given is read from the click context: the suite's
+    profile applies only when the user did not choose one.
+    """
+    import click
+    from click.core import ParameterSource
+
+    from genseg_bench.cli import console
+    from genseg_bench.data.store import Store
+    from genseg_bench.profiles import get_profile
+    from genseg_bench.progress import RichReporter
+    from genseg_bench.runner import resolve_device, run_grid
+
+    suite = catalog.suite(suite_id)
+    tasks = catalog.suite_tasks(suite_id)
+    ctx = click.get_current_context(silent=True)
+    given = ctx is None or ctx.get_parameter_source("profile") not in (ParameterSource.DEFAULT, None)
+    prof = get_profile(profile if given else suite.profile, image_size, iterations)
+    dev = resolve_device(device)
+    for name in methods or []:
+        catalog.method(name)  # an unknown method fails before any training
+    console.print(
+        f"[bold]suite {suite_id}[/]: {len(tasks)} task(s), profile {prof.name}, device {dev}, results in {results}"
+    )
+    summary = Table(title=f"suite {suite_id}")
+    for col in ("task", "sizes", "ran", "skipped", "failed"):
+        summary.add_column(col)
+    for task in tasks:
+        task_sizes = sizes or suite.task_sizes(task)
+        with RichReporter(console) as reporter:
+            s = run_grid(
+                catalog,
+                task.id,
+                methods,
+                task_sizes,
+                seeds,
+                prof,
+                Store(store),
+                results,
+                dev,
+                reporter,
+                retry_failed,
+            )
+        summary.add_row(
+            task.id, ",".join(map(str, task_sizes)), str(len(s.ran)), str(len(s.skipped)), str(len(s.failed))
+        )
+    console.print(summary)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the leaderboard commands to the main app."""
+    from genseg_bench.cli import console, friendly
+
+    results_app = typer.Typer(help="Export run results as a table.", no_args_is_help=True)
+    board_app = typer.Typer(help="Publish and serve the leaderboard.", no_args_is_help=True)
+    app.add_typer(results_app, name="results")
+    app.add_typer(board_app, name="leaderboard")
+
+    @app.command("suites")
+    @friendly
+    def suites_cmd(
+        suite: Annotated[str | None, typer.Argument(help="Show every task of this suite.")] = None,
+    ) -> None:
+        """List the suites: named task sets to run (`run --suite`) and submit (`submit --suite`)."""
+        catalog = Catalog.load()
+        if suite is not None:
+            spec = catalog.suite(suite)
+            table = Table(title=f"suite {suite}: {spec.description}")
+            for col in ("task", "organ", "modality", "dim", "sizes", "seeds"):
+                table.add_column(col, overflow="fold")
+            for t in catalog.suite_tasks(suite):
+                sizes = ",".join(map(str, spec.task_sizes(t)))
+                seeds = ",".join(map(str, spec.seeds))
+                table.add_row(t.id, t.organ, t.modality, f"{t.dims}D", sizes, seeds)
+            console.print(table)
+            return
+        table = Table(title="genseg-bench suites", caption="`genseg-bench suites ID` lists a suite's tasks")
+        for col in ("id", "n", "tasks", "sizes", "profile", "description"):
+            table.add_column(col, overflow="fold")
+        for sid, spec in catalog.suites.items():
+            tasks = [t.id for t in catalog.suite_tasks(sid)]
+            shown = ", ".join(tasks[:6]) + (f", … (+{len(tasks) - 6})" if len(tasks) > 6 else "")
+            table.add_row(sid, str(len(tasks)), shown, spec.sizes, spec.profile, spec.description)
+        console.print(table)
+
+    @results_app.command("export")
+    @friendly
+    def export_cmd(
+        out: Annotated[
+            Path, typer.Option(help="New folder for data/results.parquet, tasks.json, README.md.")
+        ] = Path("results-export"),
+        results: ResultsOpt = Path("results"),
+        tasks: Annotated[str | None, typer.Option(help="Comma-separated task ids (default: all).")] = None,
+    ) -> None:
+        """Write every run result as a Hugging Face `datasets` table (parquet): one row per run and test set."""
+        from genseg_bench.export import write_export
+
+        res = _load_results(results, _names(tasks))
+        files = write_export(res, Catalog.load().tasks, out)
+        n_rows = sum(max(1, len(r.test_sets)) for r in res)
+        console.print(
+            f"[green]exported[/] {len(res)} runs ({n_rows} rows) to {out}: {', '.join(map(str, files))}"
+        )
+
+    @board_app.command("publish")
+    @friendly
+    def publish_cmd(
+        repo: Annotated[str, typer.Option(help="Hub dataset repo, ORG/NAME.")],
+        results: ResultsOpt = Path("results"),
+        create_pr: Annotated[
+            bool, typer.Option("--create-pr", help="Open a pull request (a repo you do not own).")
+        ] = False,
+        dry_run: Annotated[
+            Path | None,
+            typer.Option("--dry-run", help="Write the files that would be pushed into this new folder."),
+        ] = None,
+        token: TokenOpt = None,
+        private: Annotated[
+            bool, typer.Option(help="Create the repo private (when it does not exist).")
+        ] = False,
+    ) -> None:
+        """Push the results table to a Hugging Face dataset repo in one commit."""
+        from genseg_bench.publish import publish, require_hub
+
+        if dry_run is None:
+            require_hub(token, "leaderboard publish")  # before reading anything: fail fast offline
+        res = _load_results(results)
+        where, files = publish(res, Catalog.load().tasks, repo, dry_run, create_pr, token, private)
+        verb = (
+            "wrote (dry run)" if dry_run is not None else ("opened a pull request" if create_pr else "pushed")
+        )
+        console.print(f"[green]{verb}[/] {len(files)} files ({', '.join(files)}): {where}")
+
+    @board_app.command("serve")
+    @friendly
+    def serve_cmd(
+        results_dir: Annotated[Path | None, typer.Option("--results-dir", help="A result folder.")] = None,
+        parquet: Annotated[
+            Path | None, typer.Option("--parquet", help="An export folder or its results.parquet.")
+        ] = None,
+        repo: Annotated[str | None, typer.Option(help="A Hub results dataset repo, ORG/NAME.")] = None,
+        host: str = "127.0.0.1",
+        port: int = 7860,
+        refresh: Annotated[float | None, typer.Option(help="Reload the results every N seconds.")] = None,
+    ) -> None:
+        """Serve the leaderboard on http://HOST:PORT (default: the result folder ./results)."""
+        from genseg_bench.leaderboard_app.data import DataSource
+        from genseg_bench.leaderboard_app.server import make_server
+
+        if results_dir is None and parquet is None and repo is None:
+            results_dir = Path("results")
+        source = DataSource(results_dir, parquet, repo, refresh)
+        snap = source.get()
+        server = make_server(source, host, port)
+        url = f"http://{host}:{server.server_address[1]}/"
+        console.print(
+            f"leaderboard of {len(snap.results)} runs from {snap.description} at [bold]{url}[/] (Ctrl-C stops)"
+        )
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.server_close()
+
+    @app.command("curves")
+    @friendly
+    def curves_cmd(
+        task: Annotated[str, typer.Option("--task", "-t")],
+        methods: Annotated[
+            str | None,
+            typer.Option(help="Comma-separated methods a,b[,...]: factors are of each method over the last."),
+        ] = None,
+        results: ResultsOpt = Path("results"),
+        out: Annotated[Path, typer.Option(help="Folder for the PNG and SVG plots.")] = Path("curves"),
+        test_set: Annotated[str | None, typer.Option(help="One test set (default: every one).")] = None,
+    ) -> None:
+        """Score vs training-set size with std bands, and the data-efficiency factor of a over b."""
+        from genseg_bench import report as rep
+        from genseg_bench.curves import curves_from_rows, efficiency, plot_curves
+
+        catalog = Catalog.load()
+        spec = catalog.task(task)
+        names = _names(methods)
+        res = _load_results(results, [task])
+        curves = curves_from_rows(rep.aggregate(spec, res), names)
+        if names:
+            missing = [m for m in names if m not in {c.method for c in curves}]
+            if missing:
+                raise GensegBenchError(
+                    f"no successful results of {', '.join(missing)} for task {task} under {results}."
+                )
+        sets = [ts.name for ts in spec.test_sets if test_set in (None, ts.name)]
+        if not sets:
+            raise GensegBenchError(
+                f"task {task} has no test set {test_set!r}; it has {[t.name for t in spec.test_sets]}."
+            )
+        for ts in sets:
+            cs = [c for c in curves if c.test_set == ts]
+            if not cs:
+                continue
+            base = out / f"{task}__{ts}"
+            plot_curves(cs, f"{task}: {ts}", base)
+            console.print(f"[green]wrote[/] {base}.png and {base}.svg")
+            if names is None or len(names) < 2:
+                continue
+            b = next(c for c in cs if c.method == names[-1])
+            table = Table(
+                title=f"{task} / {ts}: data-efficiency factor over {b.method}",
+                caption="labels a method needs to reach the base's score, interpolated on the log-size axis; "
+                "≥ / < are bounds outside the measured sizes",
+            )
+            for col in ("method", f"size ({b.method})", f"{b.method} score", "labels needed", "factor"):
+                table.add_column(col)
+            for a in (c for c in cs if c.method in names[:-1]):
+                for e in efficiency(a, b):
+                    table.add_row(a.method, str(e.size), f"{e.target:.3f}", e.labels_text(), e.factor_text())
+            console.print(table)
+
+    @app.command("submit")
+    @friendly
+    def submit_cmd(
+        method: Annotated[str, typer.Option(help="The method to submit (its results must cover the suite).")],
+        suite: Annotated[str, typer.Option(help="Suite id (see `genseg-bench suites`).")],
+        results: ResultsOpt = Path("results"),
+        profile: Annotated[
+            str | None, typer.Option(help="Profile of the runs (default: the suite's).")
+        ] = None,
+        out: Annotated[Path | None, typer.Option(help="New folder for the submission.")] = None,
+        allow_dirty: Annotated[bool, typer.Option(help="Accept results from uncommitted code.")] = False,
+        push: Annotated[bool, typer.Option(help="Open a pull request on the Hub repo.")] = False,
+        repo: Annotated[
+            str | None, typer.Option(help="Hub results dataset repo, ORG/NAME (with --push).")
+        ] = None,
+        token: TokenOpt = None,
+    ) -> None:
+        """Check that a method's results cover a suite cleanly and write the submission (parquet + manifest)."""
+        from genseg_bench.publish import push_submission, require_hub, submission_dirname
+        from genseg_bench.submit import collect_submission, write_submission
+
+        if push and not repo:
+            raise GensegBenchError("--push needs --repo ORG/NAME (the leaderboard's results dataset).")
+        if push:
+            require_hub(token, "submit --push")  # fail before writing anything
+        catalog = Catalog.load()
+        chosen, manifest = collect_submission(catalog, suite, method, results, profile, allow_dirty)
+        name = submission_dirname(method, suite)
+        folder = out or Path("submissions") / name
+        files = write_submission(catalog, chosen, manifest, folder)
+        console.print(
+            f"[green]submission ready[/]: {len(chosen)} runs of {method} on suite {suite} "
+            f"({len(manifest['tasks'])} tasks) in {folder}: {', '.join(f.name for f in files)}"
+        )
+        if push:
+            url = push_submission(folder, repo or "", name, token)
+            console.print(f"[green]pull request opened[/]: {url}")
