@@ -38,7 +38,8 @@ def _read_tables(
         extra = set(data) - {key, *others}
         if extra:
             raise SpecError(
-                f"{path}: unknown top-level keys {sorted(extra)}; only [[{key}]] tables are allowed."
+                f"{path}: unknown top-level keys {sorted(extra)}; only "
+                f"{' and '.join(f'[[{k}]]' for k in (key, *others))} tables are allowed."
             )
         for table in data.get(key, []):
             tables.append((path, table))

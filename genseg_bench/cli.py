@@ -72,7 +72,8 @@ def tasks_cmd(store: StoreOpt = default_store_root(), family: str | None = None)
     catalog = Catalog.load()
     st = Store(store)
     table = Table(title="genseg-bench tasks", show_lines=False)
-    for col in ("id", "organ", "modality", "dim", "train set", "test sets", "metric", "sizes", "data"):
+    table.add_column("id", no_wrap=True)  # the id is what users type: never broken across lines
+    for col in ("organ", "modality", "dim", "train set", "test sets", "metric", "sizes", "data"):
         table.add_column(col, overflow="fold")
     for t in sorted(catalog.tasks.values(), key=lambda t: (t.family, t.id)):
         if family and t.family != family:

@@ -16,6 +16,7 @@ from rich.table import Table
 
 from genseg_bench.catalog import Catalog
 from genseg_bench.errors import GensegBenchError
+from genseg_bench.specs import RunResult
 
 ResultsOpt = Annotated[Path, typer.Option("--results", help="Result folder (one JSON per run).")]
 TokenOpt = Annotated[str | None, typer.Option(help="Hub token (default: the logged-in one / HF_TOKEN).")]
@@ -25,11 +26,11 @@ def _names(text: str | None) -> list[str] | None:
     return None if text is None else [x.strip() for x in text.split(",") if x.strip()]
 
 
-def _load_results(results: Path, tasks: list[str] | None = None) -> list:  # type: ignore[type-arg]
+def _load_results(results: Path, tasks: list[str] | None = None) -> list[RunResult]:
     from genseg_bench.results import iter_results
 
-    out = []
-    for t in tasks or [None]:  # type: ignore[list-item]
+    out: list[RunResult] = []
+    for t in tasks or [None]:
         out += list(iter_results(results, t))
     if not out:
         where = f" for {', '.join(tasks)}" if tasks else ""

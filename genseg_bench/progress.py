@@ -53,8 +53,11 @@ class RichReporter:
     def run_progress(self, iteration: int, total: int, metrics: dict[str, float]) -> None:
         if self.run_bar is None:
             return
-        info = " ".join(f"{k}={v:.3f}" for k, v in metrics.items())
-        self.progress.update(self.run_bar, completed=iteration, total=total, info=info)
+        if metrics:  # per-iteration calls carry no metrics (no host sync); keep the last ones shown
+            info = " ".join(f"{k}={v:.3f}" for k, v in metrics.items())
+            self.progress.update(self.run_bar, completed=iteration, total=total, info=info)
+        else:
+            self.progress.update(self.run_bar, completed=iteration, total=total)
 
     def run_finished(self, result: RunResult) -> None:
         if self.grid_bar is not None:

@@ -34,13 +34,11 @@ STATS_NOTE = (
 
 def holm(pvalues: list[float | None]) -> list[float | None]:
     """Holm-Bonferroni adjusted p-values (None stays None and is not counted in the family)."""
-    idx = sorted((i for i, p in enumerate(pvalues) if p is not None), key=lambda i: pvalues[i])  # type: ignore[arg-type,return-value]
-    m = len(idx)
+    present = sorted((p, i) for i, p in enumerate(pvalues) if p is not None)
+    m = len(present)
     out: list[float | None] = [None] * len(pvalues)
     running = 0.0
-    for k, i in enumerate(idx):
-        p = pvalues[i]
-        assert p is not None
+    for k, (p, i) in enumerate(present):
         running = max(running, min(1.0, (m - k) * p))
         out[i] = running
     return out
@@ -137,13 +135,24 @@ def task_tables(task: TaskSpec, results: list[RunResult], backbones: dict[str, s
     return tables
 
 
-def default_base(task: TaskSpec, curves: list[Curve]) -> str | None:
-    """The method factors are computed against: the task's first default method with a curve."""
-    have = [c.method for c in curves if len(c.points) >= 2]
-    for m in task.default_methods:
-        if m in have:
-            return m
-    return sorted(have)[0] if have else None
+def default_base(curves: list[Curve]) -> str | None:
+    """The method factors are computed against by default: the weakest one at the largest shared size.
+
+    The paper's factors read "GenSeg needs N times fewer labels than its
+    backbone", i.e. a stronger method over a weaker base; taking the weakest
+    curve as the base makes every other method's factor read that way.
+    """
+    have = [c for c in curves if len(c.points) >= 2]
+    if not have:
+        return None
+    shared = set.intersection(*(set(c.sizes) for c in have))
+    at = max(shared) if shared else None
+
+    def level(c: Curve) -> float:
+        pts = [p for p in c.points if p.size == at] if at is not None else c.points
+        return sum(p.mean for p in pts) / len(pts)
+
+    return min(have, key=lambda c: (level(c), c.method)).method
 
 
 def curve_panels(
@@ -157,7 +166,7 @@ def curve_panels(
         cs = [c for c in all_curves if c.test_set == ts.name]
         if not any(len(c.points) >= 2 for c in cs):
             continue
-        b = base if base in {c.method for c in cs} else default_base(task, cs)
+        b = base if base in {c.method for c in cs} else default_base(cs)
         factors: list[Efficiency] = []
         base_curve = next((c for c in cs if c.method == b), None)
         if base_curve is not None:

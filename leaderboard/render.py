@@ -11,13 +11,14 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from html import escape
+from urllib.parse import urlencode
 
 from genseg_bench import report as rep
 from genseg_bench.curves import plot_curves
 
-from .board import STATS_NOTE, CurvePanel, Table, backbones_of, curve_panels, task_tables
+from .board import STATS_NOTE, CurvePanel, RankedRow, Table, backbones_of, curve_panels, task_tables
 from .data import Snapshot
 
 FILTERS = ("task", "organ", "modality", "dims", "size", "backbone")
@@ -38,6 +39,10 @@ class Filters:
     @classmethod
     def from_query(cls, query: Mapping[str, list[str]]) -> Filters:
         return cls(**{k: (query.get(k) or [""])[0].strip() for k in (*FILTERS, "base")})
+
+    def query(self) -> dict[str, str]:
+        """The non-empty filters, for links that change one of them."""
+        return {k: v for k, v in asdict(self).items() if v}
 
 
 CSS = """
@@ -104,7 +109,7 @@ def _paper(row: rep.ReportRow) -> str:
     return escape(rep.paper_cell(row))
 
 
-def _sep_cell(r) -> str:  # type: ignore[no-untyped-def]
+def _sep_cell(r: RankedRow) -> str:
     if r.next_method is None:
         return '<td class="sep-na"></td>'
     if r.p_next_holm is None:
@@ -200,11 +205,21 @@ def render_page(snap: Snapshot, f: Filters, svg_cache: dict[tuple[str, ...], str
     ]
     sections = []
     for task in tasks:
-        tables = [
-            t for t in task_tables(task, results, backbones) if not f.size or str(t.train_size) == f.size
-        ]
+        all_tables = task_tables(task, results, backbones)
+        if f.size:
+            tables = [t for t in all_tables if str(t.train_size) == f.size]
+        else:  # the task's headline sizes; the sweep is in the curves and one filter away
+            tables = [t for t in all_tables if t.train_size in task.train_sizes] or all_tables
         if not tables:
             continue
+        others = sorted({t.train_size for t in all_tables} - {t.train_size for t in tables})
+        other_html = ""
+        if others:
+            links = ", ".join(
+                f'<a href="/?{escape(urlencode({**f.query(), "task": task.id, "size": n}))}">{n}</a>'
+                for n in others
+            )
+            other_html = f'<p class="meta">Tables at other training sizes: {links}.</p>'
         panels = curve_panels(task, results, base=f.base or None)
         rendered_panels = []
         for p in panels:
@@ -224,7 +239,7 @@ def render_page(snap: Snapshot, f: Filters, svg_cache: dict[tuple[str, ...], str
         sections.append(
             f'<section class="task" id="task-{escape(task.id)}" data-task="{escape(task.id)}">'
             f'<h2>{escape(task.id)}</h2><p>{escape(task.description)}</p><p class="meta">{meta}</p>'
-            f"{''.join(render_table(t) for t in tables)}{curves_html}</section>"
+            f"{''.join(render_table(t) for t in tables)}{other_html}{curves_html}</section>"
         )
     if not sections:
         sections.append('<p class="empty" id="no-results">No results match these filters.</p>')

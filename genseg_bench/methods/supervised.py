@@ -77,6 +77,8 @@ class SupervisedMethod(Method):
                 )
                 running.zero_()
                 seen = 0
+            else:
+                ctx.progress(it, ctx.iterations, {})
         best.restore(model)
         return FitResult(
             predictor=ModulePredictor(model, ctx.batch_size, ctx.use_amp),
