@@ -11,6 +11,10 @@ breakdown, GenSeg without the architecture level (``end_to_end = false``) and
 the Separate segmenter step, so that what dominates is visible. Target: the
 end-to-end step at most 8x the supervised one.
 
+On a CPU shared with other jobs, pass ``--threads 1``: oversubscribed OpenMP
+threads slow the double backward far more than the plain step (on the 2-core
+development machine under load, 2 threads gave 22x where 1 thread gave 6.5x).
+
 Phases of the end-to-end step (see ``genseg_bench.methods.genseg``):
 ``gan``    G(M), H(M, G(M)), grad_G L_gan with create_graph (level 1);
 ``seg``    G'(M_aug) via functional_call, S on generated + real, grad_S with create_graph (level 2);

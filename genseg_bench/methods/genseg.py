@@ -27,8 +27,10 @@ RMSprop + ReduceLROnPlateau on ``g_S``, i.e. Eq. 7's gradient on generated plus
 real pairs. Reusing ``g_G`` and ``g_S`` for the real steps saves a second
 forward/backward of G and S per iteration; they are evaluated at the current
 weights and A from before this iteration's A step (A moves by ~``arch_lr`` per
-step). The unrolled steps are plain gradient steps with ``eta_g = gen_lr`` and
-``eta_s = seg_lr``, as in Eq. 5 and 7; the real steps use the paper's optimisers.
+step). The unrolled steps are plain gradient steps, as in Eq. 5 and 7, with the
+current learning rates of the real optimisers (``eta_g`` = G's Adam lr, ``eta_s``
+= S's RMSprop lr, which ReduceLROnPlateau lowers); the real steps use the
+paper's optimisers.
 
 **BatchNorm statistics in the unrolled steps.** The generator and discriminator
 use InstanceNorm (no running statistics; see their modules), so every pass of
@@ -331,7 +333,6 @@ class GenSegTrainer:
         amp: AmpFactory = _no_amp,
     ) -> None:
         self.cfg, self.gen, self.disc, self.seg, self.amp = cfg, gen, disc, seg, amp
-        self.eta_g, self.eta_s = profile.gen_lr, profile.seg_lr
         self.g_params = gen.weight_parameters()
         self.d_params = list(disc.parameters())
         self.s_params = list(seg.parameters())
@@ -354,8 +355,8 @@ class GenSegTrainer:
             self.disc,
             self.seg,
             batch,
-            eta_g=self.eta_g,
-            eta_s=self.eta_s,
+            eta_g=float(self.opt_g.param_groups[0]["lr"]),
+            eta_s=float(self.opt_s.param_groups[0]["lr"]),  # follows ReduceLROnPlateau
             gamma=cfg.gamma,
             lambda_l1=cfg.lambda_l1,
             create_graph=True,
@@ -506,10 +507,12 @@ class GenSegMethod(Method):
                 seen += 1
                 if it % every == 0 or it == gan_its:
                     mean = running / seen
-                    check_finite(mean, "GAN loss", it)
+                    check_finite(mean, "GAN loss (pre-training)", it)
                     ctx.progress(it, total, {"gan": float(mean)})
                     running.zero_()
                     seen = 0
+                else:  # per-iteration progress carries no metrics (no host sync)
+                    ctx.progress(it, total, {})
             for p in (*gen.parameters(), *disc.parameters()):
                 p.requires_grad_(False)  # frozen from here on
 
@@ -557,6 +560,8 @@ class GenSegMethod(Method):
                 for v in sums.values():
                     v.zero_()
                 seen = 0
+            else:
+                ctx.progress(gan_its + it, gan_its + ctx.iterations, {})
         best.restore(seg)
 
         grid_masks = augment_masks(train.masks[:8], aug, rng)
