@@ -29,7 +29,7 @@ PROFILES: dict[str, Profile] = {
     "quick": Profile(
         name="quick",
         image_size=64,
-        iterations=160,
+        iterations=120,
         batch_size=8,
         eval_every=20,
         seg_lr=1e-3,
