@@ -92,7 +92,9 @@ def make_split(
         val += members[rest_groups.pop(0)]
     train_pool = [c for g in rest_groups for c in members[g]]
     if not train_pool:
-        raise DataError(f"only {len(order)} groups of cases: nothing is left for training after test and validation.")
+        raise DataError(
+            f"only {len(order)} groups of cases: nothing is left for training after test and validation."
+        )
     return Split(train_pool=train_pool, val=val, test=test)
 
 
