@@ -54,8 +54,7 @@ def test_report_without_results_says_how_to_get_them(tmp_path: Path) -> None:
 
 def test_run_then_report_json(tmp_path: Path) -> None:
     store, results = str(tmp_path / "store"), str(tmp_path / "results")
-    code, out = invoke(
-        "run",
+    grid = [
         "--task",
         "synthetic",
         "--methods",
@@ -66,31 +65,11 @@ def test_run_then_report_json(tmp_path: Path) -> None:
         "0,1",
         "--profile",
         "smoke",
-        "--store",
-        store,
-        "--results",
-        results,
-    )
+    ]
+    code, out = invoke("run", *grid, "--store", store, "--results", results)
     assert code == 0, out
     assert "2 run(s) done" in out and "unet" in out
-    code, out = invoke(
-        "run",
-        "--task",
-        "synthetic",
-        "--methods",
-        "unet",
-        "--sizes",
-        "8",
-        "--seeds",
-        "0,1",
-        "--profile",
-        "smoke",
-        "--store",
-        store,
-        "--results",
-        results,
-        "--no-report",
-    )
+    code, out = invoke("run", *grid, "--store", store, "--results", results, "--no-report")
     assert code == 0 and "0 run(s) done, 2 skipped" in out
     code, out = invoke("report", "--task", "synthetic", "--results", results, "--format", "json")
     assert code == 0
