@@ -10,7 +10,7 @@ import functools
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -20,6 +20,12 @@ from genseg_bench.catalog import Catalog
 from genseg_bench.data.store import Store, default_store_root
 from genseg_bench.errors import GensegBenchError
 from genseg_bench.metrics import EMPTY_POLICY
+
+if TYPE_CHECKING:  # annotations only: torch and the runner load lazily, keeping `--help` fast
+    import torch
+
+    from genseg_bench.runner import GridSummary
+    from genseg_bench.specs import Profile
 
 app = typer.Typer(help="genseg-bench: medical image segmentation with very few labels.", no_args_is_help=True)
 data_app = typer.Typer(help="Prepare, list, push and pull data sets.", no_args_is_help=True)
@@ -114,6 +120,28 @@ def methods_cmd() -> None:
     console.print(table)
 
 
+def run_grid_with_progress(
+    catalog: Catalog,
+    task_id: str,
+    methods: list[str] | None,
+    sizes: list[int] | None,
+    seeds: list[int],
+    profile: Profile,
+    store: Store,
+    results: Path,
+    device: torch.device,
+    retry_failed: bool,
+) -> GridSummary:
+    """One task's grid with the rich progress bars (``run --task`` and each task of ``run --suite``)."""
+    from genseg_bench.progress import RichReporter
+    from genseg_bench.runner import run_grid
+
+    with RichReporter(console) as reporter:
+        return run_grid(
+            catalog, task_id, methods, sizes, seeds, profile, store, results, device, reporter, retry_failed
+        )
+
+
 @app.command("run")
 @friendly
 def run_cmd(
@@ -141,8 +169,7 @@ def run_cmd(
 ) -> None:
     """Run a task's grid (methods x sizes x seeds); finished runs are skipped, so an interrupted grid resumes."""
     from genseg_bench.profiles import get_profile
-    from genseg_bench.progress import RichReporter
-    from genseg_bench.runner import resolve_device, run_grid
+    from genseg_bench.runner import resolve_device
 
     catalog = Catalog.load()
     if (task is None) == (suite is None):
@@ -172,20 +199,18 @@ def run_cmd(
         f"[bold]{task}[/]: profile {prof.name} ({prof.iterations} it, "
         f"{prof.image_size or catalog.task(task).image_size}px), device {dev}, results in {results}"
     )
-    with RichReporter(console) as reporter:
-        summary = run_grid(
-            catalog,
-            task,
-            _names(methods),
-            _ints(sizes, "sizes"),
-            _ints(seeds, "seeds") or [0],
-            prof,
-            Store(store),
-            results,
-            dev,
-            reporter,
-            retry_failed,
-        )
+    summary = run_grid_with_progress(
+        catalog,
+        task,
+        _names(methods),
+        _ints(sizes, "sizes"),
+        _ints(seeds, "seeds") or [0],
+        prof,
+        Store(store),
+        results,
+        dev,
+        retry_failed,
+    )
     console.print(
         f"{len(summary.ran)} run(s) done, {len(summary.skipped)} skipped (already done), "
         f"{len(summary.failed)} failed."

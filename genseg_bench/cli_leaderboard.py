@@ -60,11 +60,10 @@ def run_suite(
     import click
     from click.core import ParameterSource
 
-    from genseg_bench.cli import console
+    from genseg_bench.cli import console, run_grid_with_progress
     from genseg_bench.data.store import Store
     from genseg_bench.profiles import get_profile
-    from genseg_bench.progress import RichReporter
-    from genseg_bench.runner import resolve_device, run_grid
+    from genseg_bench.runner import resolve_device
 
     suite = catalog.suite(suite_id)
     tasks = catalog.suite_tasks(suite_id)
@@ -82,20 +81,9 @@ def run_suite(
         summary.add_column(col)
     for task in tasks:
         task_sizes = sizes or suite.task_sizes(task)
-        with RichReporter(console) as reporter:
-            s = run_grid(
-                catalog,
-                task.id,
-                methods,
-                task_sizes,
-                seeds,
-                prof,
-                Store(store),
-                results,
-                dev,
-                reporter,
-                retry_failed,
-            )
+        s = run_grid_with_progress(
+            catalog, task.id, methods, task_sizes, seeds, prof, Store(store), results, dev, retry_failed
+        )
         summary.add_row(
             task.id, ",".join(map(str, task_sizes)), str(len(s.ran)), str(len(s.skipped)), str(len(s.failed))
         )
@@ -200,7 +188,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Serve the leaderboard on http://HOST:PORT (default: the result folder ./results)."""
         from genseg_bench.leaderboard_app.data import DataSource
-        from genseg_bench.leaderboard_app.server import make_server
+        from genseg_bench.leaderboard_app.server import make_server, serve_until_interrupted
 
         if results_dir is None and parquet is None and repo is None:
             results_dir = Path("results")
@@ -211,12 +199,7 @@ def register(app: typer.Typer) -> None:
         console.print(
             f"leaderboard of {len(snap.results)} runs from {snap.description} at [bold]{url}[/] (Ctrl-C stops)"
         )
-        try:
-            server.serve_forever()
-        except KeyboardInterrupt:
-            pass
-        finally:
-            server.server_close()
+        serve_until_interrupted(server)
 
     @app.command("curves")
     @friendly

@@ -16,7 +16,7 @@ from pathlib import Path
 
 def main(argv: list[str] | None = None) -> None:
     from genseg_bench.leaderboard_app.data import DataSource
-    from genseg_bench.leaderboard_app.server import make_server
+    from genseg_bench.leaderboard_app.server import make_server, serve_until_interrupted
 
     parser = argparse.ArgumentParser(description="genseg-bench leaderboard server")
     parser.add_argument(
@@ -33,12 +33,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("give --repo ORG/NAME (or set the RESULTS_REPO variable), --results-dir or --parquet")
     server = make_server(DataSource(args.results_dir, args.parquet, repo, args.refresh), args.host, args.port)
     print(f"genseg-bench leaderboard on http://{args.host}:{server.server_address[1]}/", flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+    serve_until_interrupted(server)
 
 
 if __name__ == "__main__":

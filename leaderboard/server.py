@@ -105,3 +105,13 @@ def make_server(source: DataSource, host: str = "127.0.0.1", port: int = 7860) -
     server = ThreadingHTTPServer((host, port), make_handler(source))
     server.daemon_threads = True
     return server
+
+
+def serve_until_interrupted(server: ThreadingHTTPServer) -> None:
+    """Serve until Ctrl-C, then release the port (the CLI and the Space entry point share this)."""
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
