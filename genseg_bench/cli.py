@@ -131,14 +131,31 @@ def run_grid_with_progress(
     results: Path,
     device: torch.device,
     retry_failed: bool,
+    resample: bool = False,
 ) -> GridSummary:
-    """One task's grid with the rich progress bars (``run --task`` and each task of ``run --suite``)."""
-    from genseg_bench.progress import RichReporter
+    """One task's grid with progress: rich bars on a terminal, one log line per validation otherwise.
+
+    Off a terminal (nohup, CI, a log file) a progress bar prints nothing useful for
+    hours; the log reporter writes a line per validation and per finished run instead.
+    """
+    from genseg_bench.progress import LogReporter, RichReporter
     from genseg_bench.runner import run_grid
 
-    with RichReporter(console) as reporter:
+    reporter = RichReporter(console) if console.is_terminal else LogReporter(sys.stdout)
+    with reporter:
         return run_grid(
-            catalog, task_id, methods, sizes, seeds, profile, store, results, device, reporter, retry_failed
+            catalog,
+            task_id,
+            methods,
+            sizes,
+            seeds,
+            profile,
+            store,
+            results,
+            device,
+            reporter,
+            retry_failed,
+            resample,
         )
 
 
@@ -155,7 +172,9 @@ def run_cmd(
         str | None, typer.Option(help="Comma-separated training sizes (default: the task's).")
     ] = None,
     seeds: Annotated[str, typer.Option(help="Comma-separated training seeds.")] = "0,1,2",
-    profile: Annotated[str, typer.Option(help="Budget profile: quick, paper or smoke.")] = "quick",
+    profile: Annotated[
+        str, typer.Option(help="Budget profile: quick, cpu (real data on a CPU), paper or smoke.")
+    ] = "quick",
     image_size: Annotated[int | None, typer.Option(help="Override the profile's image size.")] = None,
     iterations: Annotated[int | None, typer.Option(help="Override the profile's iteration budget.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
@@ -166,6 +185,12 @@ def run_cmd(
     suite: Annotated[
         str | None, typer.Option(help="Run every task of a suite (`genseg-bench suites`).")
     ] = None,
+    resample: Annotated[
+        bool,
+        typer.Option(
+            help="Each seed draws its own n labelled cases (default: one fixed subset for every seed, as the paper)."
+        ),
+    ] = False,
 ) -> None:
     """Run a task's grid (methods x sizes x seeds); finished runs are skipped, so an interrupted grid resumes."""
     from genseg_bench.profiles import get_profile
@@ -191,6 +216,7 @@ def run_cmd(
             results,
             store,
             retry_failed,
+            resample,
         )
         return run_suite(catalog, suite, *args)
     prof = get_profile(profile, image_size, iterations)
@@ -210,6 +236,7 @@ def run_cmd(
         results,
         dev,
         retry_failed,
+        resample,
     )
     console.print(
         f"{len(summary.ran)} run(s) done, {len(summary.skipped)} skipped (already done), "

@@ -51,6 +51,7 @@ def run_suite(
     results: Path,
     store: Path,
     retry_failed: bool,
+    resample: bool = False,
 ) -> None:
     """``run --suite``: each task's grid in turn, at the suite's sizes (and profile, unless one is given).
 
@@ -82,7 +83,7 @@ def run_suite(
     for task in tasks:
         task_sizes = sizes or suite.task_sizes(task)
         s = run_grid_with_progress(
-            catalog, task.id, methods, task_sizes, seeds, prof, Store(store), results, dev, retry_failed
+            catalog, task.id, methods, task_sizes, seeds, prof, Store(store), results, dev, retry_failed, resample
         )
         summary.add_row(
             task.id, ",".join(map(str, task_sizes)), str(len(s.ran)), str(len(s.skipped)), str(len(s.failed))

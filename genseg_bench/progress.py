@@ -1,6 +1,14 @@
-"""Rich progress for a grid and for the training run inside it (the CLI's Reporter)."""
+"""Progress for a grid and the training run inside it (the CLI's Reporters).
+
+:class:`RichReporter` draws bars on a terminal; :class:`LogReporter` writes plain,
+timestamped lines (one per validation and per finished run) when stdout is not a
+terminal, so a run under nohup or CI says what it is doing.
+"""
 
 from __future__ import annotations
+
+import time
+from typing import TextIO
 
 from rich.console import Console
 from rich.progress import (
@@ -72,3 +80,55 @@ class RichReporter:
         else:
             first = (result.error or "").splitlines()[0] if result.error else ""
             self.console.print(f"[red]failed[/] {spec.method} n={spec.train_size} seed={spec.seed}: {first}")
+
+
+class LogReporter:
+    """Plain log lines: grid start, run start, each validation (iteration, losses, val, lr, elapsed), run end."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.run = ""
+        self.started = time.perf_counter()
+        self.done = 0
+        self.total = 0
+
+    def __enter__(self) -> LogReporter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stream.flush()
+
+    def _line(self, text: str) -> None:
+        stamp = time.strftime("%H:%M:%S")
+        self.stream.write(f"[{stamp}] {text}\n")
+        self.stream.flush()
+
+    def grid_started(self, total: int, skipped: int) -> None:
+        self.total, self.done = total, skipped
+        self._line(f"grid: {total} run(s), {skipped} already done")
+
+    def run_started(self, spec: RunSpec, iterations: int) -> None:
+        self.run = f"{spec.method} n={spec.train_size} seed={spec.seed}"
+        self.started = time.perf_counter()
+        self._line(f"run {self.done + 1}/{self.total} started: {self.run} ({iterations} iterations)")
+
+    def run_progress(self, iteration: int, total: int, metrics: dict[str, float]) -> None:
+        if not metrics:  # per-iteration calls carry no metrics; log at validations only
+            return
+        info = " ".join(f"{k}={v:.3g}" if k == "lr" else f"{k}={v:.4f}" for k, v in metrics.items())
+        elapsed = time.perf_counter() - self.started
+        self._line(f"{self.run} it {iteration}/{total} {info} elapsed={elapsed:.0f}s")
+
+    def run_finished(self, result: RunResult) -> None:
+        self.done += 1
+        spec = result.spec
+        name = f"{spec.method} n={spec.train_size} seed={spec.seed}"
+        if result.status == "ok":
+            scores = ", ".join(f"{k} {result.score(k):.4f}" for k in result.test_sets)
+            self._line(
+                f"ok {name} ({result.wall_time_s:.0f}s, best val {result.best_val_score:.4f} "
+                f"at it {result.best_iteration}): {scores}"
+            )
+        else:
+            first = (result.error or "").splitlines()[0] if result.error else ""
+            self._line(f"failed {name}: {first}")

@@ -25,7 +25,18 @@ from genseg_bench.errors import ResultFileError
 from genseg_bench.specs import SCHEMA_VERSION, RunResult, RunSpec
 
 MIGRATIONS: dict[int, Any] = {}
-"""``MIGRATIONS[v]`` turns a schema-v dict into a schema-(v+1) dict. None exist yet (v1 is the first)."""
+"""``MIGRATIONS[v]`` turns a schema-v dict into a schema-(v+1) dict.
+
+None exist: schema 1 results drew their validation cases outside the n labelled
+cases and stepped the scheduler once per epoch, so they are not the same
+experiment and cannot be migrated (see ``UNMIGRATABLE``)."""
+
+UNMIGRATABLE: dict[int, str] = {
+    1: (
+        "schema 1 drew validation cases outside the n labelled cases and stepped the learning-rate "
+        "scheduler once per epoch; its numbers are not comparable with this version's"
+    ),
+}
 
 
 def result_path(results_dir: Path, spec: RunSpec) -> Path:
@@ -70,7 +81,11 @@ def read_result(path: Path) -> RunResult:
         )
     while version < SCHEMA_VERSION:
         if version not in MIGRATIONS:
-            raise ResultFileError(f"{path}: schema version {version} cannot be migrated; rerun that run.")
+            why = f" ({UNMIGRATABLE[version]})" if version in UNMIGRATABLE else ""
+            raise ResultFileError(
+                f"{path}: schema version {version} cannot be migrated{why}. Move the old results folder "
+                "aside and rerun the grid."
+            )
         data = MIGRATIONS[version](data)
         version = data["schema_version"]
     try:

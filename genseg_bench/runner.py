@@ -23,7 +23,7 @@ from typing import Protocol
 import torch
 
 from genseg_bench.catalog import Catalog
-from genseg_bench.data.sources import is_synthetic
+from genseg_bench.data.sources import get_source, is_synthetic
 from genseg_bench.data.splits import Split, load_or_make_split
 from genseg_bench.data.store import PreparedSet, Store, to_tensors
 from genseg_bench.errors import DataError, GensegBenchError
@@ -119,8 +119,15 @@ def load_task_data(task: TaskSpec, store: Store, run_size: int | None = None) ->
         if p.dims != task.dims:
             raise DataError(f"{p.path}: {src} is {p.dims}D but task {task.id!r} is {task.dims}D.")
     train = prepared[task.train_source]
+    group_fn = None if task.split_group or is_synthetic(task.train_source) else get_source(task.train_source).group
     split = load_or_make_split(
-        train.path, train.case_ids, task.split_seed, task.test_fraction, task.validation, task.split_group
+        train.path,
+        train.case_ids,
+        task.split_seed,
+        task.test_fraction,
+        task.validation,
+        task.split_group,
+        group_fn,
     )
     return TaskData(task=task, prepared=prepared, split=split)
 
@@ -132,10 +139,16 @@ def expand_grid(
     seeds: Sequence[int],
     profile: Profile,
     data: TaskData,
+    resample: bool = False,
 ) -> list[RunSpec]:
-    """Every (method, size, seed) job of one task, in a stable order."""
-    for n in sizes:
-        data.split.train(n, task.train_source)  # fail before any training if a size is too large
+    """Every (method, size, seed) job of one task, in a stable order.
+
+    ``resample``: each seed draws its own n labelled cases (recorded in the run id) instead of
+    the paper's one fixed subset.
+    """
+    for n in sizes:  # fail before any training if a size is too large or too small to split
+        for s in seeds if resample else seeds[:1]:
+            data.split.subset(n, task.train_source, s if resample else None)
     return [
         RunSpec(
             task=task.id,
@@ -143,6 +156,7 @@ def expand_grid(
             train_size=n,
             seed=s,
             profile=profile.name,
+            subset="resampled" if resample else "fixed",
             task_hash=stable_hash(task),
             method_hash=m.fingerprint(),
             profile_hash=stable_hash(profile),
@@ -189,13 +203,15 @@ def run_job(
     reporter = reporter or SilentReporter()
     size = run_image_size(task, profile)
     start = time.perf_counter()
-    train_ids = data.split.train(spec.train_size, task.train_source)
+    subset = data.split.subset(
+        spec.train_size, task.train_source, spec.seed if spec.subset == "resampled" else None
+    )
     base = dict(
         run_id=spec.run_id,
         spec=spec,
         metric=task.metric,
-        train_cases=train_ids,
-        val_cases=data.split.val,
+        train_cases=subset.train,
+        val_cases=subset.val,
         device=str(device),
         versions=package_versions(),
         git_commit=git_commit(),
@@ -206,11 +222,16 @@ def run_job(
     reporter.run_started(spec, profile.iterations)
     try:
         src = data.train_source()
-        train = _seg_data(src, train_ids, size, task.channels, device)
-        val = _seg_data(src, data.split.val, size, task.channels, device)
+        train = _seg_data(src, subset.train, size, task.channels, device)
+        val = _seg_data(src, subset.val, size, task.channels, device)
         out_dir = Path(results_dir) / task.id / "artifacts" / spec.run_id
         ctx = FitContext(
-            device=device, seed=spec.seed, profile=profile, out_dir=out_dir, progress=reporter.run_progress
+            device=device,
+            seed=spec.seed,
+            profile=profile,
+            out_dir=out_dir,
+            progress=reporter.run_progress,
+            metric=task.metric,
         )
         method = build_method(method_spec)
         fit = method.fit(train, val, ctx)
@@ -229,6 +250,8 @@ def run_job(
             best_iteration=fit.best_iteration,
             iterations=fit.iterations,
             wall_time_s=time.perf_counter() - start,
+            budget=dict(fit.budget),
+            trajectory=json.loads(json.dumps(fit.trajectory)),
             extras=json.loads(json.dumps(fit.extras)),  # JSON-native, as it reads back from disk
             artifacts=[
                 str(Path(a).relative_to(results_dir)) if Path(a).is_relative_to(results_dir) else str(a)
@@ -273,13 +296,14 @@ def run_grid(
     device: torch.device,
     reporter: Reporter | None = None,
     retry_failed: bool = False,
+    resample: bool = False,
 ) -> GridSummary:
     """Run every job of a grid that has not finished yet (failed runs too when ``retry_failed``)."""
     reporter = reporter or SilentReporter()
     task = catalog.task(task_id)
     methods = [catalog.method(m) for m in (method_names or task.default_methods)]
     data = load_task_data(task, store, run_image_size(task, profile))
-    specs = expand_grid(task, methods, sizes or task.train_sizes, seeds, profile, data)
+    specs = expand_grid(task, methods, sizes or task.train_sizes, seeds, profile, data, resample)
     summary = GridSummary(specs=specs)
     todo = []
     for spec in specs:

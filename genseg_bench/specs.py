@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 class Strict(BaseModel):
@@ -71,14 +71,15 @@ class DatasetCitation(Strict):
 
 
 class ValidationRule(Strict):
-    """How the validation set is drawn from the training source.
+    """How the validation cases are carved out of a run's n labelled cases.
 
-    ``fraction`` of the non-test pool (at least ``min_cases``), disjoint from every
-    training subset. The paper's 3D rule is 80:20 train/test, then 80:20 train/val.
+    ``fraction`` of the n (at least ``min_cases``, at most ``max_cases``): n labelled
+    images means n in total, as in the paper's code (isic-40 is 32 train + 8
+    validation, jsrt-9 is 7 + 2; A.4's 3D rule is 80:20 train/validation).
     """
 
     fraction: float = Field(0.2, gt=0.0, lt=1.0)
-    min_cases: int = Field(4, ge=1)
+    min_cases: int = Field(1, ge=1)
     max_cases: int | None = None
 
 
@@ -107,7 +108,9 @@ class TaskSpec(Strict):
     datasets: list[DatasetCitation]
     split_seed: int = 0
     split_group: str = ""
-    """Regex capturing a group key (e.g. the patient) kept whole on one side of every split boundary."""
+    """Regex capturing a group key (e.g. the patient) kept whole on one side of every split boundary.
+
+    Empty: the training source's own grouping where it has one (CVC-ClinicDB sequences), else none."""
     figure: str = ""
     open_data: bool = False
     synthetic: bool = False
@@ -191,7 +194,9 @@ class Profile(Strict):
     image_size: int | None = None  # None: the task's own size
     iterations: int
     batch_size: int
-    eval_every: int | None = None  # None: once per epoch over the training set
+    eval_every: int
+    """Iterations between validations, scheduler steps and checkpoint checks: fixed, never tied to n
+    (a plateau scheduler stepped once per epoch of 5 iterations freezes a run within ~100)."""
     seg_lr: float
     seg_momentum: float = 0.9
     seg_weight_decay: float = 1e-3
@@ -216,6 +221,9 @@ class RunSpec(Strict):
     train_size: int
     seed: int
     profile: str
+    subset: Literal["fixed", "resampled"] = "fixed"
+    """``fixed``: every seed trains on the same n labelled cases (the paper); ``resampled``: each seed
+    draws its own n cases, so the spread over seeds includes the choice of labelled set."""
     task_hash: str
     method_hash: str
     profile_hash: str
@@ -225,7 +233,8 @@ class RunSpec(Strict):
     def run_id(self) -> str:
         payload = json.dumps(self.model_dump(), sort_keys=True).encode()
         digest = hashlib.sha256(payload).hexdigest()[:12]
-        return f"{self.task}__{self.method}__n{self.train_size}__s{self.seed}__{self.profile}__{digest}"
+        seed = f"s{self.seed}" + ("r" if self.subset == "resampled" else "")
+        return f"{self.task}__{self.method}__n{self.train_size}__{seed}__{self.profile}__{digest}"
 
 
 class TestSetResult(Strict):
@@ -255,6 +264,12 @@ class RunResult(Strict):
     iterations: int = 0
     train_cases: list[str] = []
     val_cases: list[str] = []
+    """Train and validation cases of the run: together they are the n labelled cases (``spec.train_size``)."""
+    budget: dict[str, Any] = {}
+    """What the segmenter was given: ``updates`` (optimiser steps), ``images_seen`` (images it processed
+    in training forwards: real, augmented and generated), ``real_per_update`` and ``generated_per_update``."""
+    trajectory: dict[str, list[Any]] = {}
+    """Per validation: ``iteration``, ``val_score`` (the task metric), ``lr`` (segmenter), ``loss``."""
     wall_time_s: float = 0.0
     device: str = ""
     versions: dict[str, str] = {}

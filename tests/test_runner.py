@@ -72,7 +72,12 @@ def test_grid_writes_one_result_per_run_with_provenance(
     assert r.status == "ok" and set(r.test_sets) == {"synthetic-a", "synthetic-b"}
     assert r.versions["torch"] and r.device == "cpu" and r.wall_time_s > 0
     assert set(r.spec.data_fingerprints) == {"synthetic-a", "synthetic-b"}
-    assert len(r.train_cases) == 8 and r.val_cases and not set(r.train_cases) & set(r.val_cases)
+    # n = 8 labelled cases in total: 6 train + 2 validation (80:20, validation inside n)
+    assert len(r.train_cases) == 6 and len(r.val_cases) == 2 and not set(r.train_cases) & set(r.val_cases)
+    # the budget and the trajectory are stored: updates, images seen, lr and val score per validation
+    assert r.budget["updates"] == SMOKE.iterations and r.budget["images_seen"] == SMOKE.iterations * SMOKE.batch_size
+    assert r.trajectory["iteration"] == list(range(SMOKE.eval_every, SMOKE.iterations + 1, SMOKE.eval_every))
+    assert len(r.trajectory["lr"]) == len(r.trajectory["val_score"]) == len(r.trajectory["iteration"])
     ts = r.test_sets["synthetic-b"]
     assert len(ts.dice) == len(ts.case_ids) and 0.0 <= ts.mean_dice <= 1.0
     assert not list(tmp_path.rglob(".tmp-*")), "no temporary files are left behind"
@@ -148,7 +153,7 @@ def test_corrupt_result_file_is_redone_and_other_runs_kept(
 def test_too_large_training_size_fails_before_any_training(
     catalog: Catalog, store: Store, tmp_path: Path
 ) -> None:
-    with pytest.raises(DataError, match="training"):
+    with pytest.raises(DataError, match="labelled cases asked for"):
         run_grid(catalog, "synthetic", ["unet"], [100000], [0], SMOKE, store, tmp_path, CPU)
     assert not list(tmp_path.rglob("*.json"))
 

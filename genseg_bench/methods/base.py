@@ -61,6 +61,8 @@ class FitContext:
     out_dir: Path
     unlabelled: torch.Tensor | None = None
     progress: ProgressFn = _no_progress
+    metric: str = "dice"
+    """The task metric (``dice`` or ``jaccard``): validation, scheduler and checkpoint use it."""
 
     @property
     def iterations(self) -> int:
@@ -94,6 +96,10 @@ class FitResult:
     iterations: int
     extras: dict[str, Any] = field(default_factory=dict)
     artifacts: list[str] = field(default_factory=list)
+    trajectory: dict[str, list[Any]] = field(default_factory=dict)
+    """Per validation: iteration, val_score, lr, losses (:class:`~genseg_bench.methods.training.TrainingMonitor`)."""
+    budget: dict[str, int] = field(default_factory=dict)
+    """Segmenter updates and images processed (:meth:`TrainingMonitor.budget`)."""
 
 
 class Method(ABC):

@@ -74,8 +74,8 @@ from genseg_bench.augment import OPS, AugmentConfig, augment_masks
 from genseg_bench.errors import DataError, SpecError
 from genseg_bench.methods.base import FitContext, FitResult, Method, SegData
 from genseg_bench.methods.training import (
-    BestCheckpoint,
     ModulePredictor,
+    TrainingMonitor,
     autocast,
     check_finite,
     eval_interval,
@@ -84,7 +84,6 @@ from genseg_bench.methods.training import (
     sample_batch,
     seed_everything,
     seg_loss,
-    validation_dice,
 )
 from genseg_bench.models.discriminator import PatchDiscriminator
 from genseg_bench.models.generator import SearchableGenerator
@@ -492,7 +491,7 @@ class GenSegMethod(Method):
         gen, disc, seg = self.build(train, ctx, cfg)
         trainer = GenSegTrainer(cfg, gen, disc, seg, ctx.profile, amp=lambda: autocast(ctx))
         bs = ctx.batch_size
-        every = eval_interval(len(train), ctx)
+        every = eval_interval(ctx)
         start = time.perf_counter()
 
         gan_its = 0
@@ -516,10 +515,11 @@ class GenSegMethod(Method):
             for p in (*gen.parameters(), *disc.parameters()):
                 p.requires_grad_(False)  # frozen from here on
 
-        best = BestCheckpoint()
-        sums = {k: torch.zeros((), device=ctx.device) for k in ("gan", "seg", "val")}
-        seen = 0
-        last: dict[str, float] = {}
+        monitor = TrainingMonitor(
+            seg, val, ctx, trainer.opt_s, trainer.sched, total=gan_its + ctx.iterations, offset=gan_its
+        )
+        finite = ("seg",) + (() if cfg.separate else ("gan",)) + (("val",) if cfg.unrolled else ())
+        real_per_update = bs if cfg.gamma > 0 else 0
         seg.train()
         gen.train()
         disc.train()
@@ -536,38 +536,21 @@ class GenSegMethod(Method):
             else:
                 gan = trainer.gan_step(masks, images)
                 losses = StepLosses(gan, trainer.segmenter_step(masks, images, aug_masks))
-            sums["gan"] += losses.gan
             assert losses.seg is not None
-            sums["seg"] += losses.seg
+            monitor.count(real=real_per_update, generated=bs)
+            shown = {"seg": losses.seg}
+            if not cfg.separate:
+                shown["gan"] = losses.gan
             if losses.val is not None:
-                sums["val"] += losses.val
-            seen += 1
-            if it % every == 0 or it == ctx.iterations:
-                means = {k: v / seen for k, v in sums.items()}
-                if not cfg.separate:
-                    check_finite(means["gan"], "GAN loss", it)
-                check_finite(means["seg"], "segmentation loss", it)
-                if cfg.unrolled:
-                    check_finite(means["val"], "unrolled validation loss", it)
-                score = validation_dice(seg, val, bs, ctx.use_amp)
-                trainer.sched.step(score)
-                best.update(seg, score, it)
-                shown = ["seg"] + ([] if cfg.separate else ["gan"]) + (["val"] if cfg.unrolled else [])
-                last = {k: float(means[k]) for k in shown}
-                ctx.progress(
-                    gan_its + it, gan_its + ctx.iterations, {**last, "val_dice": score, "best": best.score}
-                )
-                for v in sums.values():
-                    v.zero_()
-                seen = 0
-            else:
-                ctx.progress(gan_its + it, gan_its + ctx.iterations, {})
-        best.restore(seg)
+                shown["val"] = losses.val
+            monitor.step(it, shown, finite)
+        monitor.finish(seg)
+        last = {k[len("loss_"):]: v[-1] for k, v in monitor.trajectory.items() if k.startswith("loss_") and v}
 
         grid_masks = augment_masks(train.masks[:8], aug, rng)
         grid = save_pair_grid(gen, grid_masks, Path(ctx.out_dir) / GRID_FILE)
         extras = {
-            "val_history": best.history,
+            "empty_val_score": monitor.empty_score,
             "alphas": gen.alphas(),
             "alphas_form": {
                 "learnable": "softmax of each cell's learned logits (the weights the forward pass uses)",
@@ -582,9 +565,16 @@ class GenSegMethod(Method):
             extras["gan_iterations"] = gan_its
         return FitResult(
             predictor=ModulePredictor(seg, bs, ctx.use_amp),
-            best_val_score=best.score,
-            best_iteration=best.iteration,
+            best_val_score=monitor.best.score,
+            best_iteration=monitor.best.iteration,
             iterations=ctx.iterations,
             extras=extras,
             artifacts=[str(grid)],
+            trajectory=monitor.trajectory,
+            budget={
+                **monitor.budget(),
+                "real_per_update": real_per_update,
+                "generated_per_update": bs,
+                "gan_pretraining_iterations": gan_its,
+            },
         )

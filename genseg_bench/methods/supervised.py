@@ -12,25 +12,36 @@ import torch
 from genseg_bench.augment import AugmentConfig, augment_pair
 from genseg_bench.methods.base import FitContext, FitResult, Method, SegData
 from genseg_bench.methods.training import (
-    BestCheckpoint,
     ModulePredictor,
+    TrainingMonitor,
     autocast,
-    check_finite,
-    eval_interval,
     make_seg_optimizer,
     prepare_model,
     sample_batch,
     seed_everything,
     seg_loss,
-    validation_dice,
 )
 from genseg_bench.models.segmenters import build_segmenter
 
-_KNOWN_KEYS = {"augment", "rotate_degrees", "translate_fraction", "elastic_alpha", "elastic_grid"}
+_KNOWN_KEYS = {
+    "augment",
+    "second_copy",
+    "rotate_degrees",
+    "translate_fraction",
+    "elastic_alpha",
+    "elastic_grid",
+}
 
 
 class SupervisedMethod(Method):
-    """Train a segmenter on the labelled set with optional geometric augmentation."""
+    """Train a segmenter on the labelled set with optional geometric augmentation.
+
+    ``second_copy`` (a list of ops) is the "real x2" control: every update also
+    runs an augmented copy of the same batch through the segmenter, as a second
+    forward, and adds its loss, exactly as GenSeg adds its generated half. The
+    segmenter then sees as many images per update as GenSeg's does, so a gain of
+    GenSeg over this control is a gain of generation, not of batch size.
+    """
 
     def fit(self, train: SegData, val: SegData, ctx: FitContext) -> FitResult:
         unknown_keys = set(self.spec.config) - _KNOWN_KEYS
@@ -39,6 +50,7 @@ class SupervisedMethod(Method):
                 f"method {self.spec.name!r}: unknown config keys {sorted(unknown_keys)}; known: {sorted(_KNOWN_KEYS)}"
             )
         aug = AugmentConfig.from_config(self.spec.config)
+        copy_aug = AugmentConfig.from_config(self.spec.config, key="second_copy")
         gen = seed_everything(ctx.seed, ctx.device)
         model = build_segmenter(
             self.spec.backbone,
@@ -49,41 +61,31 @@ class SupervisedMethod(Method):
         )
         model = prepare_model(model, ctx, train.dims)
         opt, sched = make_seg_optimizer(model.parameters(), ctx.profile)
-        best = BestCheckpoint()
-        every = eval_interval(len(train), ctx)
-        running = torch.zeros((), device=ctx.device)
-        seen = 0
+        monitor = TrainingMonitor(model, val, ctx, opt, sched)
         model.train()
         for it in range(1, ctx.iterations + 1):
             images, masks = sample_batch(train, ctx.batch_size, gen)
+            batch = int(images.shape[0])
+            if copy_aug.active:
+                copy_images, copy_masks = augment_pair(images, masks, copy_aug, gen)
             if aug.active:
                 images, masks = augment_pair(images, masks, aug, gen)
             with autocast(ctx):
-                logits = model(images)
-            loss = seg_loss(logits, masks)
+                loss = seg_loss(model(images), masks)
+                if copy_aug.active:  # a second forward, as GenSeg's generated half
+                    loss = loss + seg_loss(model(copy_images), copy_masks)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            running += loss.detach()
-            seen += 1
-            if it % every == 0 or it == ctx.iterations:
-                mean_loss = running / seen
-                check_finite(mean_loss, "segmentation loss", it)
-                score = validation_dice(model, val, ctx.batch_size, ctx.use_amp)
-                sched.step(score)
-                best.update(model, score, it)
-                ctx.progress(
-                    it, ctx.iterations, {"loss": float(mean_loss), "val_dice": score, "best": best.score}
-                )
-                running.zero_()
-                seen = 0
-            else:
-                ctx.progress(it, ctx.iterations, {})
-        best.restore(model)
+            monitor.count(real=batch * (2 if copy_aug.active else 1))
+            monitor.step(it, {"loss": loss})
+        monitor.finish(model)
         return FitResult(
             predictor=ModulePredictor(model, ctx.batch_size, ctx.use_amp),
-            best_val_score=best.score,
-            best_iteration=best.iteration,
+            best_val_score=monitor.best.score,
+            best_iteration=monitor.best.iteration,
             iterations=ctx.iterations,
-            extras={"val_history": best.history},
+            extras={"empty_val_score": monitor.empty_score},
+            trajectory=monitor.trajectory,
+            budget={**monitor.budget(), "real_per_update": ctx.batch_size * (2 if copy_aug.active else 1)},
         )

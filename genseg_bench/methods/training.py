@@ -3,6 +3,14 @@
 Same loss, same optimiser (the paper's RMSprop with ReduceLROnPlateau on the
 validation score), same validation schedule and the same best-validation
 checkpoint rule: a fair comparison needs these identical across methods.
+
+:class:`TrainingMonitor` owns the rule set: validation every ``eval_every``
+iterations (a fixed number, never tied to n: a plateau scheduler stepped once
+per epoch of 5 iterations froze runs within ~100 iterations), the scheduler step
+and checkpoint on the task's own metric, the stored trajectory (iteration,
+validation score, learning rate, loss) and the budget actually given to the
+segmenter (updates and images processed), so a reader can tell a gain of
+generation from a gain of batch size.
 """
 
 from __future__ import annotations
@@ -10,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -19,7 +27,7 @@ from torch import nn
 
 from genseg_bench.errors import TrainingDiverged
 from genseg_bench.methods.base import FitContext, Predictor, SegData
-from genseg_bench.metrics import binarise, dice_per_case
+from genseg_bench.metrics import binarise, dice_per_case, jaccard_per_case
 from genseg_bench.specs import Profile
 
 
@@ -47,11 +55,9 @@ def autocast(ctx: FitContext) -> contextlib.AbstractContextManager[None]:
     return contextlib.nullcontext()
 
 
-def eval_interval(n_train: int, ctx: FitContext) -> int:
-    """Validate once per epoch (paper) unless the profile fixes an interval."""
-    if ctx.profile.eval_every:
-        return ctx.profile.eval_every
-    return max(1, math.ceil(n_train / ctx.batch_size))
+def eval_interval(ctx: FitContext) -> int:
+    """Iterations between validations: the profile's fixed interval (independent of n)."""
+    return max(1, int(ctx.profile.eval_every))
 
 
 def sample_batch(data: SegData, batch_size: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -82,11 +88,21 @@ def predict_probs(model: nn.Module, images: torch.Tensor, batch_size: int, amp: 
     return torch.cat(outs)
 
 
-def validation_dice(model: nn.Module, val: SegData, batch_size: int, amp: bool) -> float:
-    """Mean per-case Dice on the validation set: the checkpoint-selection score of every method."""
+def metric_per_case(metric: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The task metric's per-case function (``dice`` or ``jaccard``)."""
+    return jaccard_per_case if metric == "jaccard" else dice_per_case
+
+
+def validation_score(model: nn.Module, val: SegData, batch_size: int, amp: bool, metric: str = "dice") -> float:
+    """Mean per-case task metric on the validation set: the checkpoint-selection score of every method."""
     probs = predict_probs(model, val.images, batch_size, amp)
-    score = float(dice_per_case(binarise(probs), val.masks > 0.5).mean())
-    return score
+    return float(metric_per_case(metric)(binarise(probs), val.masks > 0.5).mean())
+
+
+def empty_prediction_score(val: SegData, metric: str = "dice") -> float:
+    """The validation score of predicting nothing: a run whose best score is this learned nothing."""
+    target = val.masks > 0.5
+    return float(metric_per_case(metric)(torch.zeros_like(target), target).mean())
 
 
 class ModulePredictor(Predictor):
@@ -144,3 +160,98 @@ def prepare_model(model: nn.Module, ctx: FitContext, dims: int) -> nn.Module:
     if ctx.device.type == "cuda" and dims == 2:
         model = model.to(memory_format=torch.channels_last)
     return model
+
+
+class TrainingMonitor:
+    """Validation, scheduler, checkpoint, trajectory and budget of one segmenter's training.
+
+    Every method calls :meth:`count` once per segmenter update and :meth:`step`
+    once per iteration; on every ``eval_every``-th iteration (and the last) it
+    validates with the task metric, steps ReduceLROnPlateau on that score, keeps
+    the best checkpoint and records ``(iteration, val_score, lr, losses)``.
+    Losses are accumulated on the device and read only at validation time, so the
+    inner loop has no host sync.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        val: SegData,
+        ctx: FitContext,
+        opt: torch.optim.Optimizer,
+        sched: torch.optim.lr_scheduler.ReduceLROnPlateau,
+        *,
+        total: int | None = None,
+        offset: int = 0,
+    ) -> None:
+        self.model, self.val, self.ctx, self.opt, self.sched = model, val, ctx, opt, sched
+        self.every = eval_interval(ctx)
+        self.total = total if total is not None else ctx.iterations
+        self.offset = offset
+        self.best = BestCheckpoint()
+        self.trajectory: dict[str, list[float | int]] = {"iteration": [], "val_score": [], "lr": []}
+        self.sums: dict[str, torch.Tensor] = {}
+        self.seen = 0
+        self.updates = 0
+        self.real_images = 0
+        self.generated_images = 0
+        self.empty_score = empty_prediction_score(val, ctx.metric)
+
+    def count(self, real: int, generated: int = 0) -> None:
+        """One segmenter update that processed ``real`` real (possibly augmented) and ``generated`` images."""
+        self.updates += 1
+        self.real_images += real
+        self.generated_images += generated
+
+    def lr(self) -> float:
+        return float(self.opt.param_groups[0]["lr"])
+
+    def step(self, it: int, losses: dict[str, torch.Tensor], finite: tuple[str, ...] = ()) -> float | None:
+        """Accumulate this iteration's losses; validate when due. Returns the score when it validated."""
+        for k, v in losses.items():
+            self.sums[k] = self.sums[k] + v.detach() if k in self.sums else v.detach().clone()
+        self.seen += 1
+        if not (it % self.every == 0 or it == self.ctx.iterations):
+            self.ctx.progress(self.offset + it, self.total, {})
+            return None
+        means = {k: v / max(self.seen, 1) for k, v in self.sums.items()}
+        for k in finite or tuple(means):
+            if k in means:
+                check_finite(means[k], _LOSS_NAMES.get(k, f"{k} loss"), it)
+        lr = self.lr()  # the lr this stretch trained with, before the scheduler reacts
+        score = validation_score(self.model, self.val, self.ctx.batch_size, self.ctx.use_amp, self.ctx.metric)
+        self.sched.step(score)
+        self.best.update(self.model, score, it)
+        shown = {k: float(v) for k, v in means.items()}
+        self.trajectory["iteration"].append(it)
+        self.trajectory["val_score"].append(score)
+        self.trajectory["lr"].append(lr)
+        for k, v in shown.items():
+            self.trajectory.setdefault(f"loss_{k}", []).append(v)
+        self.ctx.progress(
+            self.offset + it, self.total, {**shown, "val": score, "best": self.best.score, "lr": lr}
+        )
+        self.sums = {}
+        self.seen = 0
+        return score
+
+    def budget(self) -> dict[str, int]:
+        return {
+            "updates": self.updates,
+            "images_seen": self.real_images + self.generated_images,
+            "real_images_seen": self.real_images,
+            "generated_images_seen": self.generated_images,
+            "eval_every": self.every,
+        }
+
+    def finish(self, model: nn.Module) -> nn.Module:
+        """Restore the best checkpoint (the rule every method shares)."""
+        return self.best.restore(model)
+
+
+_LOSS_NAMES = {
+    "seg": "segmentation loss",
+    "loss": "segmentation loss",
+    "gan": "GAN loss",
+    "val": "unrolled validation loss",
+}

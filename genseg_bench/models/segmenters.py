@@ -1,8 +1,20 @@
-"""Segmenter factory: a name mapping over segmentation_models_pytorch (2D) and a small 3D UNet.
+"""Segmenter factory: smp 2D models, the paper code's backbones, and a small 3D UNet.
 
+Backbones (``MethodSpec.backbone``): segmentation_models_pytorch's ``unet``,
+``deeplabv3plus``, ``unetplusplus`` and ``fpn`` (with ``MethodSpec.encoder``, by
+default ResNet-18), the suite's defaults; ``unet-classic`` (the classic UNet of
+Ronneberger et al., :mod:`genseg_bench.models.classic_unet`) and
+``deeplabv3-resnet50`` (torchvision's DeepLabV3-ResNet50,
+:mod:`genseg_bench.models.pretrained`), the two the paper's public code uses (its
+text names neither); and for 3D tasks a compact UNet.
+
+Every segmenter maps ``N x C x ...`` images in [0, 1] to ``N x 1 x ...`` logits.
 Pretrained encoder weights are off by default (``encoder_weights=None``): the
-benchmark must run offline, and weights downloaded at run time cannot work on a
-machine without network. Users with a network set ``encoder_weights`` in a method spec.
+benchmark must run offline. When a spec sets them, the model ImageNet-normalises its
+input itself (see :mod:`genseg_bench.models.pretrained` for why), so callers keep
+feeding [0, 1] images. torchvision weights are only read from local files;
+segmentation_models_pytorch fetches its own through the Hugging Face cache.
+:func:`describe_segmenter` says what was built, for the result files.
 """
 
 from __future__ import annotations
@@ -13,7 +25,14 @@ import segmentation_models_pytorch as smp
 import torch
 from torch import nn
 
-from genseg_bench.errors import unknown
+from genseg_bench.errors import SpecError, unknown
+from genseg_bench.models.classic_unet import ClassicUNet
+from genseg_bench.models.pretrained import (
+    AdaptedSegmenter,
+    WeightsError,
+    build_deeplabv3_resnet50,
+    describe_resnet50_weights,
+)
 
 _SMP_2D: dict[str, Callable[..., nn.Module]] = {
     "unet": smp.Unet,
@@ -21,6 +40,12 @@ _SMP_2D: dict[str, Callable[..., nn.Module]] = {
     "unetplusplus": smp.UnetPlusPlus,
     "fpn": smp.FPN,
 }
+PAPER_CODE_2D = ("unet-classic", "deeplabv3-resnet50")
+"""Backbones of the paper's public code, built without segmentation_models_pytorch."""
+BACKBONES_2D = (*_SMP_2D, *PAPER_CODE_2D)
+BACKBONES_3D = ("unet", "unet3d")
+CLASSIC_UNET_WIDTH = 64
+"""Base width of ``unet-classic``: the original paper's."""
 
 
 class UNet3D(nn.Module):
@@ -65,6 +90,55 @@ class UNet3D(nn.Module):
         return out[..., : shape[0], : shape[1], : shape[2]]
 
 
+def _smp_repo(encoder: str, encoder_weights: str) -> str:
+    """The Hugging Face repository smp reads ``encoder``'s ``encoder_weights`` from ('?' if it has none)."""
+    settings = smp.encoders.encoders.get(encoder, {}).get("pretrained_settings", {})
+    return str(settings.get(encoder_weights, {}).get("repo_id", "?"))
+
+
+def _build_smp(backbone: str, in_channels: int, encoder: str, encoder_weights: str | None) -> nn.Module:
+    """An smp model; with pretrained weights, behind ImageNet normalisation (grey repeated to RGB).
+
+    From scratch the model is smp's own, unwrapped, exactly as before the paper
+    backbones existed (same parameters, same results). With weights, a grey image
+    is repeated to three channels so the pretrained RGB filters see what they were
+    trained on; other channel counts use smp's own first-layer adaptation, with
+    channel ``c`` normalised by the statistics of RGB channel ``c % 3``.
+    """
+    cls = _SMP_2D[backbone]
+    if encoder_weights is None:
+        return cls(encoder_name=encoder, encoder_weights=None, in_channels=in_channels, classes=1)
+    repeat = in_channels == 1
+    try:
+        net = cls(
+            encoder_name=encoder,
+            encoder_weights=encoder_weights,
+            in_channels=3 if repeat else in_channels,
+            classes=1,
+        )
+    except KeyError as exc:  # smp's message names the encoder or weights and the valid ones
+        raise SpecError(f"backbone {backbone!r}: {exc.args[0] if exc.args else exc}") from exc
+    except OSError as exc:  # huggingface_hub: not in the local cache and no network
+        repo = _smp_repo(encoder, encoder_weights)
+        raise WeightsError(
+            f"backbone {backbone!r} with encoder {encoder!r} and encoder_weights = {encoder_weights!r}: "
+            f"segmentation_models_pytorch reads these weights from the Hugging Face repository {repo}, "
+            f"which is neither in the local Hugging Face cache nor reachable ({type(exc).__name__}: {exc}). "
+            f"On a machine with network run `hf download {repo}` and copy its Hugging Face cache "
+            "(~/.cache/huggingface/hub, or $HF_HOME/hub) to this machine, or drop encoder_weights to "
+            "train from scratch."
+        ) from exc
+    return AdaptedSegmenter(net, in_channels, repeat_grey=repeat, normalise=True)
+
+
+def _no_weights(backbone: str, encoder_weights: str | None) -> None:
+    if encoder_weights is not None:
+        raise SpecError(
+            f"backbone {backbone!r} has no pretrained weights (it is trained from scratch), but the method "
+            f"spec sets encoder_weights = {encoder_weights!r}. Remove encoder_weights from that spec."
+        )
+
+
 def build_segmenter(
     backbone: str,
     in_channels: int,
@@ -72,13 +146,74 @@ def build_segmenter(
     encoder: str = "resnet18",
     encoder_weights: str | None = None,
 ) -> nn.Module:
-    """A segmenter that maps ``N x C x ...`` images to ``N x 1 x ...`` logits."""
+    """A segmenter that maps ``N x C x ...`` images in [0, 1] to ``N x 1 x ...`` logits.
+
+    ``encoder`` applies to the smp backbones only (``unet-classic`` has no
+    encoder, ``deeplabv3-resnet50`` always a ResNet-50). ``encoder_weights`` is
+    None (from scratch), an smp weights name for smp encoders, or for
+    ``deeplabv3-resnet50`` "imagenet" (torchvision's ResNet-50 ImageNet weights
+    from the local torch hub cache) or the path of a ResNet-50 state_dict. Missing
+    weights raise :class:`~genseg_bench.models.pretrained.WeightsError`.
+    """
     if dims == 3:
-        if backbone not in ("unet", "unet3d"):
-            raise unknown("3D backbone", backbone, ["unet", "unet3d"])
+        if backbone not in BACKBONES_3D:
+            raise unknown("3D backbone", backbone, list(BACKBONES_3D))
+        _no_weights(backbone, encoder_weights)
         return UNet3D(in_channels=in_channels, classes=1)
+    if backbone == "unet-classic":
+        _no_weights(backbone, encoder_weights)
+        return ClassicUNet(in_channels=in_channels, classes=1, width=CLASSIC_UNET_WIDTH)
+    if backbone == "deeplabv3-resnet50":
+        return build_deeplabv3_resnet50(in_channels, encoder_weights)
     if backbone not in _SMP_2D:
-        raise unknown("backbone", backbone, list(_SMP_2D))
-    return _SMP_2D[backbone](
-        encoder_name=encoder, encoder_weights=encoder_weights, in_channels=in_channels, classes=1
-    )
+        raise unknown("backbone", backbone, list(BACKBONES_2D))
+    return _build_smp(backbone, in_channels, encoder, encoder_weights)
+
+
+def describe_segmenter(
+    backbone: str, encoder: str = "resnet18", encoder_weights: str | None = None, dims: int = 2
+) -> dict[str, str]:
+    """What :func:`build_segmenter` builds for these arguments, as strings for a result file.
+
+    Keys: ``backbone`` (the spec's name), ``architecture``, ``encoder`` (the one
+    actually used, "none" for encoder-less UNets), ``weights`` (``encoder_weights``
+    or "none"), ``weights_source`` (where they come from, in words),
+    ``normalisation`` ("imagenet" or "none") and ``input`` (how channels reach the
+    network). Reads no file and builds no model; invalid combinations raise the
+    errors :func:`build_segmenter` would.
+    """
+    weights = encoder_weights if encoder_weights is not None else "none"
+    scratch = "none (random initialisation, trained from scratch)"
+    norm = "imagenet" if encoder_weights is not None else "none"
+    as_is = "channels as given"
+    if dims == 3:
+        if backbone not in BACKBONES_3D:
+            raise unknown("3D backbone", backbone, list(BACKBONES_3D))
+        _no_weights(backbone, encoder_weights)
+        arch, enc, source, inp = "genseg_bench UNet3D (two poolings, width 16)", "none", scratch, as_is
+    elif backbone == "unet-classic":
+        _no_weights(backbone, encoder_weights)
+        arch = f"classic UNet (Ronneberger et al. 2015, BatchNorm, width {CLASSIC_UNET_WIDTH}, transposed-conv upsampling)"
+        enc, source, inp = "none", scratch, as_is
+    elif backbone == "deeplabv3-resnet50":
+        arch = "torchvision deeplabv3_resnet50 (num_classes=1, aux_loss=False)"
+        enc, source = "resnet50", describe_resnet50_weights(encoder_weights)
+        inp = "1-channel images repeated to 3 channels"
+    elif backbone in _SMP_2D:
+        arch, enc = f"segmentation_models_pytorch {_SMP_2D[backbone].__name__}", encoder
+        if encoder_weights is None:
+            source, inp = scratch, as_is
+        else:
+            source = f"segmentation_models_pytorch {encoder_weights!r} weights ({_smp_repo(encoder, encoder_weights)}, Hugging Face cache)"
+            inp = "1-channel images repeated to 3 channels"
+    else:
+        raise unknown("backbone", backbone, list(BACKBONES_2D))
+    return {
+        "backbone": backbone,
+        "architecture": arch,
+        "encoder": enc,
+        "weights": weights,
+        "weights_source": source,
+        "normalisation": norm,
+        "input": inp,
+    }

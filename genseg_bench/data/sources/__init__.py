@@ -32,6 +32,11 @@ class SourceInfo:
     binarisation: str
     """The documented rule that turns the set's labels into a binary mask."""
     read: Callable[[Path], Iterator[Case]]
+    group: Callable[[str], str] | None = None
+    """Case id -> video / sequence / patient key from the set's published metadata, or None.
+
+    Splits keep a group on one side of the test and validation boundaries, so near-duplicate
+    frames of one video never sit in both training and evaluation."""
 
 
 def synthetic_sources() -> dict[str, SourceInfo]:
