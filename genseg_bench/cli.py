@@ -315,6 +315,35 @@ def report_cmd(
     _print_report(Catalog.load(), task, results, _names(compare), format)
 
 
+@app.command("reproduction")
+@friendly
+def reproduction_cmd(
+    results: ResultsOpt = Path("results"),
+    tasks: Annotated[
+        str, typer.Option(help="Comma-separated task ids.")
+    ] = "kvasir-to-cvc,cvc-clinicdb,hippocampus-3d",
+    methods: Annotated[
+        str, typer.Option(help="Comma-separated methods, in table order.")
+    ] = "unet,unet-combine,unet-real-x2,genseg-unet",
+    anchor: Annotated[str, typer.Option(help="The method tested against every other.")] = "genseg-unet",
+    preamble: Annotated[
+        Path | None, typer.Option(help="A Markdown file placed after the header (setup notes; no numbers).")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Write here (default: print).")] = None,
+) -> None:
+    """A measured reproduction table (Markdown) built from result files alone: scores, budgets, tests, verdicts."""
+    from genseg_bench.reproduction import build
+
+    text = preamble.read_text() if preamble is not None else ""
+    doc = build(Catalog.load(), results, _names(tasks) or [], _names(methods) or [], anchor, text)
+    if out is None:
+        sys.stdout.write(doc)
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(doc)
+    console.print(f"wrote {out}")
+
+
 @data_app.command("prepare")
 @friendly
 def data_prepare(
@@ -327,6 +356,7 @@ def data_prepare(
     overwrite: bool = False,
 ) -> None:
     """Import a raw data set into the fingerprinted prepared store."""
+    from rich.box import SIMPLE_HEAD
     from rich.progress import Progress, SpinnerColumn, TextColumn
 
     from genseg_bench.data.sources import get_source
@@ -353,6 +383,35 @@ def data_prepare(
         f"[green]prepared[/] {dataset}: {len(p.case_ids)} cases at {size}px, fingerprint {p.fingerprint}, "
         f"in {p.path}\nbinarisation: {info.binarisation}"
     )
+    # What binarisation changed: one line of totals, then the files with the most changed
+    # pixels. A JPEG set has noise in nearly every mask, so only the largest are listed.
+    values = p.meta.get("mask_values")
+    if not values:
+        return
+    changed, checked = values["files_changed"], values["files_checked"]
+    if not changed:
+        console.print(f"masks: all {checked} mask files were two-valued (0/255); nothing changed.")
+        return
+    console.print(
+        f"[yellow]masks:[/] {changed} of {checked} mask files held stray values; "
+        f"{values['pixels_changed']:,} pixels changed by the rule above."
+    )
+    shown = values["top"][:10]
+    table = Table(box=SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    table.add_column("file", overflow="fold")
+    table.add_column("stray values", overflow="fold")
+    table.add_column("pixels", justify="right")
+    for row in shown:
+        vals = ", ".join(str(v) for v in row["values"][:5])
+        if row["n_values"] > 5:
+            vals += f" (+{row['n_values'] - 5} more)"
+        table.add_row(row["file"], vals, f"{row['pixels']:,}")
+    console.print(table)
+    if changed > len(shown):
+        console.print(
+            f"... and {changed - len(shown)} more files; the {len(values['top'])} largest are listed "
+            f"in {p.path / 'meta.json'} (mask_values)."
+        )
 
 
 @data_app.command("list")

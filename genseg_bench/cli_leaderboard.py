@@ -83,7 +83,17 @@ def run_suite(
     for task in tasks:
         task_sizes = sizes or suite.task_sizes(task)
         s = run_grid_with_progress(
-            catalog, task.id, methods, task_sizes, seeds, prof, Store(store), results, dev, retry_failed, resample
+            catalog,
+            task.id,
+            methods,
+            task_sizes,
+            seeds,
+            prof,
+            Store(store),
+            results,
+            dev,
+            retry_failed,
+            resample,
         )
         summary.add_row(
             task.id, ",".join(map(str, task_sizes)), str(len(s.ran)), str(len(s.skipped)), str(len(s.failed))

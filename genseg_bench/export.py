@@ -34,7 +34,16 @@ RESULTS_FILE = "data/results.parquet"
 TASKS_FILE = "tasks.json"
 CARD_FILE = "README.md"
 
-_JSON_COLUMNS = ("data_fingerprints", "versions", "method_config", "profile_config", "extras")
+_JSON_COLUMNS = (
+    "data_fingerprints",
+    "versions",
+    "method_config",
+    "profile_config",
+    "extras",
+    "budget",
+    "trajectory",
+    "segmenter",
+)
 
 
 def _features() -> Any:
@@ -83,6 +92,8 @@ def _features() -> Any:
             "task_hash": s,
             "method_hash": s,
             "profile_hash": s,
+            "subset": s,
+            "images_seen": i,
             "train_cases": datasets.Sequence(s),
             "val_cases": datasets.Sequence(s),
             "artifacts": datasets.Sequence(s),
@@ -130,6 +141,8 @@ def result_rows(result: RunResult, task: TaskSpec | None = None) -> list[dict[st
         "task_hash": spec.task_hash,
         "method_hash": spec.method_hash,
         "profile_hash": spec.profile_hash,
+        "subset": spec.subset,
+        "images_seen": result.budget.get("images_seen"),
         "train_cases": list(result.train_cases),
         "val_cases": list(result.val_cases),
         "artifacts": list(result.artifacts),
@@ -138,6 +151,9 @@ def result_rows(result: RunResult, task: TaskSpec | None = None) -> list[dict[st
         "method_config": _dumps(result.method_config),
         "profile_config": _dumps(result.profile),
         "extras": _dumps(result.extras),
+        "budget": _dumps(result.budget),
+        "trajectory": _dumps(result.trajectory),
+        "segmenter": _dumps(result.segmenter),
     }
     empty = {
         "test_set": None,
@@ -228,6 +244,7 @@ def results_from_rows(rows: Iterable[Mapping[str, Any]], where: str = "results t
                 task_hash=first["task_hash"],
                 method_hash=first["method_hash"],
                 profile_hash=first["profile_hash"],
+                subset=first.get("subset") or "fixed",
                 data_fingerprints=json.loads(first["data_fingerprints"]),
             )
             test_sets = {
@@ -261,6 +278,9 @@ def results_from_rows(rows: Iterable[Mapping[str, Any]], where: str = "results t
                 method_config=json.loads(first["method_config"]),
                 profile=json.loads(first["profile_config"]),
                 extras=json.loads(first["extras"]),
+                budget=json.loads(first.get("budget") or "{}"),
+                trajectory=json.loads(first.get("trajectory") or "{}"),
+                segmenter=json.loads(first.get("segmenter") or "{}"),
                 artifacts=list(first["artifacts"]),
                 created=first["created"],
             )

@@ -34,7 +34,7 @@ PROFILES: dict[str, Profile] = {
     "cpu": Profile(
         name="cpu",
         image_size=128,
-        iterations=1500,
+        iterations=800,
         batch_size=8,
         eval_every=50,
         seg_lr=3e-4,

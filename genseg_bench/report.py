@@ -39,6 +39,14 @@ class ReportRow:
     paper_baseline: str | None
     paper_figure: str | None
     measured_gain: float | None
+    n_train: int | None = None
+    """Training cases of the n labelled (the rest validate)."""
+    n_val: int | None = None
+    images_seen: int | None = None
+    """Images the segmenter processed in training (real, augmented, generated), mean over seeds."""
+    updates: int | None = None
+    flags: tuple[str, ...] = ()
+    """Warnings about the runs behind this row (see :func:`run_flags`)."""
 
     @property
     def delta(self) -> float | None:
@@ -66,6 +74,37 @@ class PairedTest:
     p_value: float | None
 
 
+RESAMPLED = " [resampled]"
+"""Suffix of a method's label for runs whose seeds drew their own labelled subsets."""
+
+
+def method_label(r: RunResult) -> str:
+    """A method's row label: runs on resampled subsets are a different experiment from fixed ones."""
+    return r.spec.method + (RESAMPLED if r.spec.subset == "resampled" else "")
+
+
+def run_flags(r: RunResult) -> list[str]:
+    """Warnings that a run did not really train.
+
+    * ``lr collapsed early``: the segmenter's learning rate fell below 1e-3 of its start
+      within the first 10 % of the budget (the scheduler froze the run).
+    * ``best val = empty prediction``: the best validation score is what predicting
+      nothing scores, so the selected checkpoint learned nothing.
+    """
+    flags = []
+    traj = r.trajectory
+    its, lrs = traj.get("iteration", []), traj.get("lr", [])
+    if its and lrs and r.iterations:
+        lr0 = float(lrs[0])
+        early = [float(lr) for it, lr in zip(its, lrs, strict=False) if it <= 0.1 * r.iterations]
+        if lr0 > 0 and early and min(early) < 1e-3 * lr0:
+            flags.append("lr collapsed early")
+    empty = r.extras.get("empty_val_score")
+    if empty is not None and r.best_val_score is not None and r.best_val_score <= float(empty) + 1e-9:
+        flags.append("best val = empty prediction")
+    return flags
+
+
 def _group(
     results: Iterable[RunResult],
 ) -> tuple[dict[tuple[str, int, str], dict[int, float]], dict[tuple[str, int], int]]:
@@ -73,11 +112,34 @@ def _group(
     failed: dict[tuple[str, int], int] = defaultdict(int)
     for r in results:
         if r.status != "ok":
-            failed[(r.spec.method, r.spec.train_size)] += 1
+            failed[(method_label(r), r.spec.train_size)] += 1
             continue
         for ts in r.test_sets:
-            scores[(r.spec.method, r.spec.train_size, ts)][r.spec.seed] = r.score(ts)
+            scores[(method_label(r), r.spec.train_size, ts)][r.spec.seed] = r.score(ts)
     return scores, failed
+
+
+def _run_facts(results: Iterable[RunResult]) -> dict[tuple[str, int], dict[str, object]]:
+    """Per (method, size): split sizes, mean budget and the union of run flags over ok runs."""
+    acc: dict[tuple[str, int], list[RunResult]] = defaultdict(list)
+    for r in results:
+        if r.status == "ok":
+            acc[(method_label(r), r.spec.train_size)].append(r)
+    out: dict[tuple[str, int], dict[str, object]] = {}
+    for key, runs in acc.items():
+        seen = [int(r.budget["images_seen"]) for r in runs if "images_seen" in r.budget]
+        ups = [int(r.budget["updates"]) for r in runs if "updates" in r.budget]
+        flags: list[str] = []
+        for r in runs:
+            flags += [f"seed {r.spec.seed}: {f}" for f in run_flags(r)]
+        out[key] = {
+            "n_train": len(runs[0].train_cases) or None,
+            "n_val": len(runs[0].val_cases) or None,
+            "images_seen": round(statistics.fmean(seen)) if seen else None,
+            "updates": round(statistics.fmean(ups)) if ups else None,
+            "flags": tuple(flags),
+        }
+    return out
 
 
 def _std(values: list[float]) -> float:
@@ -88,6 +150,7 @@ def aggregate(task: TaskSpec, results: list[RunResult]) -> list[ReportRow]:
     """Mean and sample std (ddof = 1) over seeds per method, size and test set, with paper numbers."""
     results = [r for r in results if r.spec.task == task.id]
     scores, failed = _group(results)
+    facts = _run_facts(results)
     means = {k: statistics.fmean(v.values()) for k, v in scores.items()}
     # a score reference wins over a gain reference for the same cell (the score is comparable as is)
     ordered = sorted(task.references, key=lambda ref: ref.kind == "score")
@@ -125,6 +188,7 @@ def aggregate(task: TaskSpec, results: list[RunResult]) -> list[ReportRow]:
                 paper_baseline=ref.baseline if ref else None,
                 paper_figure=ref.figure if ref else None,
                 measured_gain=gain,
+                **facts.get((method, n), {}),  # type: ignore[arg-type]
             )
         )
     return rows
@@ -181,18 +245,40 @@ def paper_cell(row: ReportRow) -> str:
 
 
 def table_rows(rows: list[ReportRow]) -> list[list[str]]:
-    """Rows as strings: method, n, test set, mean +- std, seeds, paper, delta."""
+    """Rows as strings: method, n (train + val), test set, mean +- std, seeds, images seen, paper, delta, flags."""
     out = []
     for r in rows:
         score = "-" if r.n_seeds == 0 else f"{r.mean:.3f} ± {r.std:.3f}"
         seeds = f"{r.n_seeds}" + (f" ({r.failed} failed)" if r.failed else "")
+        n = str(r.train_size) + (f" ({r.n_train}+{r.n_val})" if r.n_train is not None else "")
+        seen = "-" if r.images_seen is None else f"{r.images_seen:,}"
         out.append(
-            [r.method, str(r.train_size), r.test_set, score, seeds, paper_cell(r), _fmt(r.delta, True)]
+            [
+                r.method,
+                n,
+                r.test_set,
+                score,
+                seeds,
+                seen,
+                paper_cell(r),
+                _fmt(r.delta, True),
+                "; ".join(r.flags) or "-",
+            ]
         )
     return out
 
 
-HEADER = ["method", "n train", "test set", "score (mean ± std)", "seeds", "paper", "Δ vs paper"]
+HEADER = [
+    "method",
+    "n (train+val)",
+    "test set",
+    "score (mean ± std)",
+    "seeds",
+    "images seen",
+    "paper",
+    "Δ vs paper",
+    "flags",
+]
 
 
 def to_markdown(task: TaskSpec, rows: list[ReportRow], tests: list[PairedTest]) -> str:

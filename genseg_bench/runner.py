@@ -119,7 +119,9 @@ def load_task_data(task: TaskSpec, store: Store, run_size: int | None = None) ->
         if p.dims != task.dims:
             raise DataError(f"{p.path}: {src} is {p.dims}D but task {task.id!r} is {task.dims}D.")
     train = prepared[task.train_source]
-    group_fn = None if task.split_group or is_synthetic(task.train_source) else get_source(task.train_source).group
+    group_fn = (
+        None if task.split_group or is_synthetic(task.train_source) else get_source(task.train_source).group
+    )
     split = load_or_make_split(
         train.path,
         train.case_ids,
@@ -189,6 +191,16 @@ def evaluate(predictor_predict, data: SegData, batch_size: int) -> TestSetResult
     )
 
 
+def _describe(method: MethodSpec, dims: int) -> dict[str, str]:
+    """The segmenter a method builds (an unknown backbone is reported by the run itself, as failed)."""
+    from genseg_bench.models.segmenters import describe_segmenter
+
+    try:
+        return describe_segmenter(method.backbone, method.encoder, method.encoder_weights, dims)
+    except GensegBenchError:
+        return {}
+
+
 def run_job(
     spec: RunSpec,
     task: TaskSpec,
@@ -216,6 +228,7 @@ def run_job(
         versions=package_versions(),
         git_commit=git_commit(),
         method_config=method_spec.model_dump(),
+        segmenter=_describe(method_spec, task.dims),
         profile=profile.model_dump(),
         created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     )

@@ -275,6 +275,8 @@ class RunResult(Strict):
     versions: dict[str, str] = {}
     git_commit: str = ""
     method_config: dict[str, Any] = {}
+    segmenter: dict[str, str] = {}
+    """What the segmenter was: backbone, architecture, weights and their source, input normalisation."""
     profile: dict[str, Any] = {}
     extras: dict[str, Any] = {}
     artifacts: list[str] = []

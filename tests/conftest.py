@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,8 @@ from genseg_bench.catalog import Catalog
 from genseg_bench.data.store import Store
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+SHARED_DATA = Path(os.environ.get("GENSEG_BENCH_DATA", REPO.parent / "shared" / "data"))
+"""Real data sets (kvasir-seg/, cvc-clinicdb/, msd-hippocampus/): ``$GENSEG_BENCH_DATA`` or ``../shared/data``."""
 
 
 @pytest.fixture(scope="session")
@@ -28,6 +30,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(
-            f"real data not available: {SHARED_DATA} is absent (only the project's own checkout has it)"
+            f"real data not available: {SHARED_DATA} is absent (set GENSEG_BENCH_DATA to a folder holding "
+            "kvasir-seg/, cvc-clinicdb/ and msd-hippocampus/)"
         )
     return SHARED_DATA

@@ -69,12 +69,25 @@ def test_run_then_report_json(tmp_path: Path) -> None:
     code, out = invoke("run", *grid, "--store", store, "--results", results)
     assert code == 0, out
     assert "2 run(s) done" in out and "unet" in out
+    # off a terminal: one plain line per validation (iteration, losses, val score, lr, elapsed) and per run
+    val_lines = [line for line in out.splitlines() if "unet n=8 seed=0 it " in line]
+    assert len(val_lines) == 2 and all("val=" in x and "lr=" in x and "elapsed=" in x for x in val_lines)
+    assert sum(line.split("] ", 1)[-1].startswith("ok unet n=8") for line in out.splitlines()) == 2
     code, out = invoke("run", *grid, "--store", store, "--results", results, "--no-report")
     assert code == 0 and "0 run(s) done, 2 skipped" in out
     code, out = invoke("report", "--task", "synthetic", "--results", results, "--format", "json")
     assert code == 0
     rows = json.loads(out)["rows"]
     assert rows[0]["method"] == "unet" and rows[0]["n_seeds"] == 2
+    assert (rows[0]["n_train"], rows[0]["n_val"]) == (6, 2)  # n = 8 labelled: validation inside n
+    # --resample: each seed draws its own labelled subset, recorded in the run id, reported apart
+    code, out = invoke("run", *grid, "--store", store, "--results", results, "--resample", "--no-report")
+    assert code == 0 and "2 run(s) done" in out, out
+    ids = sorted(p.stem for p in (Path(results) / "synthetic").glob("*__s*r__*.json"))
+    assert len(ids) == 2
+    code, out = invoke("report", "--task", "synthetic", "--results", results, "--format", "json")
+    methods = {r["method"] for r in json.loads(out)["rows"]}
+    assert methods == {"unet", "unet [resampled]"}
 
 
 def test_report_rejects_unknown_format(tmp_path: Path) -> None:

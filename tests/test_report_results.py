@@ -153,3 +153,49 @@ def test_hand_edited_result_is_rejected(isic: TaskSpec, tmp_path: Path) -> None:
     path.write_text(json.dumps(data))
     with pytest.raises(ResultFileError, match="run_id does not match"):
         read_result(path)
+
+
+def _with_training(r: RunResult, lrs: list[float], best: float, empty: float) -> RunResult:
+    its = [100 * (i + 1) for i in range(len(lrs))]
+    return r.model_copy(
+        update={
+            "iterations": its[-1],
+            "trajectory": {"iteration": its, "lr": lrs, "val_score": [best] * len(lrs)},
+            "best_val_score": best,
+            "extras": {"empty_val_score": empty},
+            "budget": {"updates": its[-1], "images_seen": 16 * its[-1]},
+            "train_cases": ["a", "b", "c", "d"],
+            "val_cases": ["e"],
+        }
+    )
+
+
+def test_report_flags_an_early_lr_collapse_and_an_empty_checkpoint(catalog: Catalog) -> None:
+    task = catalog.task("synthetic-ood")
+    ts = task.test_sets[0].name
+    base = make_result(task, "unet", 0, 5, {ts: 0.5})
+    # 20 validations of 100 iterations: the first 10 % of the budget is the first two
+    healthy = _with_training(base, [1e-3] * 10 + [1e-4] * 10, best=0.6, empty=0.1)
+    assert rep.run_flags(healthy) == []
+    collapsed = _with_training(base, [1e-3, 1e-7] + [1e-7] * 18, best=0.6, empty=0.1)
+    assert rep.run_flags(collapsed) == ["lr collapsed early"]
+    late = _with_training(base, [1e-3] * 3 + [1e-7] * 17, best=0.6, empty=0.1)
+    assert rep.run_flags(late) == []  # a collapse after 10 % of the budget is the scheduler's job
+    empty = _with_training(base, [1e-3] * 20, best=0.1, empty=0.1)
+    assert rep.run_flags(empty) == ["best val = empty prediction"]
+    row = next(r for r in rep.aggregate(task, [empty]) if r.test_set == ts)
+    assert row.flags == ("seed 0: best val = empty prediction",)
+    assert (row.n_train, row.n_val, row.images_seen, row.updates) == (4, 1, 32000, 2000)
+    cells = rep.table_rows([row])[0]
+    assert "5 (4+1)" in cells and "32,000" in cells and "seed 0: best val = empty prediction" in cells
+
+
+def test_resampled_runs_are_a_separate_row(catalog: Catalog) -> None:
+    task = catalog.task("synthetic-ood")
+    ts = task.test_sets[0].name
+    fixed = make_result(task, "unet", 0, 8, {ts: 0.5})
+    spec = fixed.spec.model_copy(update={"subset": "resampled"})
+    resampled = fixed.model_copy(update={"spec": spec, "run_id": spec.run_id})
+    assert resampled.run_id != fixed.run_id and "__s0r__" in resampled.run_id
+    rows = [r for r in rep.aggregate(task, [fixed, resampled]) if r.test_set == ts]
+    assert sorted(r.method for r in rows) == ["unet", "unet [resampled]"]

@@ -75,7 +75,10 @@ def test_grid_writes_one_result_per_run_with_provenance(
     # n = 8 labelled cases in total: 6 train + 2 validation (80:20, validation inside n)
     assert len(r.train_cases) == 6 and len(r.val_cases) == 2 and not set(r.train_cases) & set(r.val_cases)
     # the budget and the trajectory are stored: updates, images seen, lr and val score per validation
-    assert r.budget["updates"] == SMOKE.iterations and r.budget["images_seen"] == SMOKE.iterations * SMOKE.batch_size
+    assert (
+        r.budget["updates"] == SMOKE.iterations
+        and r.budget["images_seen"] == SMOKE.iterations * SMOKE.batch_size
+    )
     assert r.trajectory["iteration"] == list(range(SMOKE.eval_every, SMOKE.iterations + 1, SMOKE.eval_every))
     assert len(r.trajectory["lr"]) == len(r.trajectory["val_score"]) == len(r.trajectory["iteration"])
     ts = r.test_sets["synthetic-b"]
@@ -185,3 +188,40 @@ def test_kvasir_to_cvc_end_to_end_on_real_data(shared_data: Path, catalog: Catal
     assert len(r.test_sets["cvc-clinicdb"].case_ids) == 609  # the whole out-of-domain set
     assert len(r.test_sets["kvasir"].case_ids) == round(0.2 * 998)  # the held-out in-domain test split
     assert set(r.spec.data_fingerprints) == {"kvasir", "cvc-clinicdb"}
+
+
+def test_images_seen_tell_generation_from_batch_size(catalog: Catalog, store: Store, tmp_path: Path) -> None:
+    """Per update: a baseline sees B real images; real x2 and GenSeg (gamma > 0) see 2B, and say so."""
+    methods = ["unet", "unet-real-x2", "genseg-unet"]
+    s = run_grid(catalog, "synthetic-genseg", methods, [8], [0], SMOKE, store, tmp_path, CPU)
+    assert not s.failed, [r.error for r in s.failed]
+    seen = {r.spec.method: r.budget for r in s.ran}
+    its, b = SMOKE.iterations, SMOKE.batch_size
+    assert seen["unet"]["images_seen"] == its * b and seen["unet"]["updates"] == its
+    assert seen["unet-real-x2"]["images_seen"] == 2 * its * b and seen["unet-real-x2"]["updates"] == its
+    assert seen["genseg-unet"]["images_seen"] == 2 * its * b
+    assert seen["genseg-unet"]["generated_images_seen"] == its * b
+    assert seen["unet-real-x2"]["real_images_seen"] == 2 * its * b
+
+
+def test_real_x2_adds_the_loss_of_an_augmented_copy(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The control's update is the gradient of L(real) + L(augmented copy): two forwards per update."""
+    from genseg_bench.methods import supervised
+    from genseg_bench.methods.registry import build_method
+
+    calls: list[int] = []
+    real_loss = supervised.seg_loss
+
+    def counting(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        calls.append(int(logits.shape[0]))
+        return real_loss(logits, masks)
+
+    monkeypatch.setattr(supervised, "seg_loss", counting)
+    spec = Catalog.load().method("unet-real-x2")
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(6, 3, 32, 32, generator=g)
+    masks = (torch.rand(6, 1, 32, 32, generator=g) > 0.5).float()
+    data = SegData(images, masks, [f"c{i}" for i in range(6)])
+    ctx = FitContext(device=CPU, seed=0, profile=SMOKE, out_dir=tmp_path)
+    build_method(spec).fit(data, data, ctx)
+    assert calls == [SMOKE.batch_size, SMOKE.batch_size] * SMOKE.iterations

@@ -178,7 +178,9 @@ def make_split(
     return Split(pool=pool, test=test, groups={c: groups[c] for c in rest}, seed=seed, rule=rule)
 
 
-def split_key(seed: int, test_fraction: float, rule: ValidationRule, group: str = "", grouped: bool = False) -> str:
+def split_key(
+    seed: int, test_fraction: float, rule: ValidationRule, group: str = "", grouped: bool = False
+) -> str:
     record: dict[str, object] = {
         "format": SPLIT_FORMAT,
         "seed": seed,

@@ -5,12 +5,19 @@ Layout, under a store root chosen by the caller (never a global variable)::
     <root>/<source>/<size>/images.npy   N x H x W x C uint8 (2D) | N x D x H x W float32 (3D)
                            masks.npy    N x H x W uint8 0/1     | N x D x H x W uint8
                            cases.json   case ids, sorted
-                           meta.json    source, size, fingerprint, created, package version
+                           meta.json    source, size, fingerprint, created, package version,
+                                        mask_values (what binarisation changed, see below)
                            splits/      persisted splits (see splits.py)
 
 Results carry the fingerprint, so numbers computed on different data never mix
 silently. Preparing writes to a temporary folder and renames it into place: an
 error half-way (a corrupt image, a size mismatch) leaves nothing half-written.
+
+``meta.json``'s ``mask_values`` records what the source's binarisation rule did to
+values that were neither background nor foreground (JPEG noise, FUSeg's stray 32s):
+``files_checked``, ``files_changed``, ``pixels_changed`` and the ``top`` files (path
+relative to the raw folder, stray values, pixels), so a changed label is never silent.
+It is ``null`` for sources that do not binarise grey masks (label maps, synthetic sets).
 """
 
 from __future__ import annotations
@@ -22,8 +29,9 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,6 +39,7 @@ import torch.nn.functional as F
 
 from genseg_bench import __version__
 from genseg_bench.data.sources import get_source, is_synthetic
+from genseg_bench.data.sources._common import CaseReader
 from genseg_bench.data.types import Case
 from genseg_bench.errors import DataError
 
@@ -53,6 +62,8 @@ class PreparedSet:
     case_ids: list[str]
     fingerprint: str
     path: Path
+    meta: dict[str, Any] = field(default_factory=dict)
+    """The set's ``meta.json`` (provenance and the ``mask_values`` summary)."""
 
     @property
     def dims(self) -> int:
@@ -149,7 +160,8 @@ class Store:
             return self.load(source, size)
         images, masks, ids = [], [], []
         seen: set[str] = set()
-        for case in info.read(Path(raw_root) if raw_root else Path(".")):
+        reader = info.read(Path(raw_root) if raw_root else Path("."))
+        for case in reader:
             _check_case(case, source, info.dims)
             if case.case_id in seen:
                 raise DataError(
@@ -180,6 +192,7 @@ class Store:
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "genseg_bench": __version__,
             "raw_root": str(raw_root) if raw_root else "",
+            "mask_values": _mask_values(reader, raw_root),
         }
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{size}-", dir=target.parent))
@@ -239,7 +252,19 @@ class Store:
                 f"{path}: {len(ids)} case ids but {len(images)} images / {len(masks)} masks; "
                 "prepare it again with --overwrite."
             )
-        return PreparedSet(source, size, images, masks, ids, meta["fingerprint"], path)
+        return PreparedSet(source, size, images, masks, ids, meta["fingerprint"], path, meta)
+
+
+MASK_VALUES_LISTED = 20
+"""Files listed in ``mask_values.top``; the totals count every file."""
+
+
+def _mask_values(reader: object, raw_root: Path | None) -> dict[str, Any] | None:
+    """The reader's stray-value summary, or None when it binarised no grey mask (label maps)."""
+    if not isinstance(reader, CaseReader) or reader.report.files_checked == 0:
+        return None
+    root = Path(raw_root).expanduser() if raw_root else None
+    return reader.report.summary(root, limit=MASK_VALUES_LISTED)
 
 
 def _to_channels(img: np.ndarray, channels: int) -> np.ndarray:

@@ -4,12 +4,12 @@ Every iteration runs the three levels of A.2 with the one-step approximation of 
 
 1. **GAN level.** ``L_gan(G, A, H)`` on real pairs (Pix2Pix: adversarial BCE +
    ``lambda_l1`` * L1). ``g_G = grad_G L_gan`` with ``create_graph=True``, and
-   ``G' = G - eta_g g_G`` (Eq. 5), a function of the alphas A and of the
-   discriminator weights H.
+   the lookahead ``G'`` (Eq. 5; see *Lookahead* below), a function of the alphas A
+   and of the discriminator weights H.
 2. **Segmentation level.** Augmented real masks go through G'
    (``torch.func.functional_call``); the generated images are *not* detached.
    ``g_S = grad_S [L_seg(S, (G'(M_aug), M_aug)) + gamma L_seg(S, real pairs)]``
-   with ``create_graph=True``, ``S' = S - eta_s g_S`` (Eq. 7).
+   with ``create_graph=True``, and the lookahead ``S'`` (Eq. 7).
 3. **Architecture level.** ``grad_A L_seg(S', validation batch)`` (Eq. 8-11) by
    autograd through S', the generated images, G' and the GAN-level gradient;
    Adam on A (``arch_lr``, betas (0.5, 0.999), ``arch_weight_decay``; A.6).
@@ -27,10 +27,55 @@ RMSprop + ReduceLROnPlateau on ``g_S``, i.e. Eq. 7's gradient on generated plus
 real pairs. Reusing ``g_G`` and ``g_S`` for the real steps saves a second
 forward/backward of G and S per iteration; they are evaluated at the current
 weights and A from before this iteration's A step (A moves by ~``arch_lr`` per
-step). The unrolled steps are plain gradient steps, as in Eq. 5 and 7, with the
-current learning rates of the real optimisers (``eta_g`` = G's Adam lr, ``eta_s``
-= S's RMSprop lr, which ReduceLROnPlateau lowers); the real steps use the
-paper's optimisers.
+step). The real steps use the paper's optimisers.
+
+**Lookahead** (config ``lookahead``). How G' and S' are formed from ``g_G`` and ``g_S``:
+
+* ``"sgd"``, the paper-exact setting: plain gradient steps as written in Eq. 5
+  and 7, ``G' = G - eta_g g_G`` and ``S' = S - eta_s g_S``, with ``eta`` the
+  current learning rate of the real optimiser (``eta_g`` = G's Adam lr,
+  ``eta_s`` = S's RMSprop lr, which ReduceLROnPlateau lowers). The paper's A.6
+  learning rates are Adam / RMSprop rates (1e-5): a plain SGD step of that size is
+  ~1e-3 of the step the real optimisers take (they divide by the root mean
+  square of the gradient), so ``dG'/dA`` and ``dS'/dG'`` (Eq. 10-11), both
+  proportional to eta, are ~1e-3 of what the training actually does, and
+  ``grad_A`` (a product of both) is ~1e-10 at paper settings: below Adam's
+  ``eps`` = 1e-8, where Adam on A no longer normalises the step, so A barely
+  moves (the issue measured max |alpha - 1/3| = 1.8e-4 after 200 iterations).
+* ``"optimizer"`` (default): the lookahead is the step the real optimiser is
+  about to take, from its current state (read from ``opt.state``, never
+  mutated; an empty state is the first step). G (torch Adam): ``m' = b1 m +
+  (1 - b1) g``, ``v' = b2 v + (1 - b2) g^2``, bias corrections at the step count
+  the real step will have, ``G' = G - lr m'_hat / (sqrt(v'_hat) + eps)``, with
+  ``weight_decay * G`` added to ``g`` as torch does. S (torch RMSprop with
+  momentum mu): ``v' = a v + (1 - a) g^2``, ``buf' = mu buf + g / (sqrt(v') +
+  eps)``, ``S' = S - lr buf'``. Numerically G' and S' *are* the weights after
+  this iteration's real steps, so the hypergradient asks how A changes the
+  segmenter the training actually produces, and it is of the size of real steps.
+  The second moment ``v'`` is *detached* (a constant preconditioner): the
+  lookahead stays linear in ``g``, so the double backward costs what the SGD
+  one does, and ``grad_A`` is the derivative with the preconditioner held fixed.
+  That is nearly exact once the state is warm (``v'`` changes by ``(1 - b2) g^2``
+  per step, 0.1 % for Adam's b2 = 0.999); on the very first step it is not (the
+  bias-corrected first Adam step is ``lr * g / |g|``, whose exact derivative in
+  ``g`` is 0), which is the DARTS-style first-order choice of treating the
+  preconditioner as a constant. :func:`unrolled_step` takes either as a
+  :data:`StepRule`; the finite-difference test checks the ``"sgd"`` objective's
+  total derivative, the reference test (``tests/methods/test_genseg_reference.py``)
+  both rules against independent formulas.
+
+**Warm-up** (config ``arch_warmup``, default 10; 0 is the paper). The first
+end-to-end iterations run every level but the A step (no hypergradient, no
+``create_graph``): G, H and S take exactly the steps they take afterwards. Why: at
+initialisation the hypergradient is orders of magnitude larger than a few steps
+later, in both lookaheads (measured at 32 px, quick profile: ``|grad_A|`` 1.2e4 at
+iteration 1, 0.8 at 2, 8e-3 at 5, ~1e-3 from 10 on with the optimizer lookahead;
+0.4 at 1, then 1e-5..1e-6 with sgd), and Adam on A keeps that first gradient in its
+second moment for ~1/(1 - b2) = 1000 steps: every later A step is divided by it
+and A freezes (max alpha shift stuck at ~9e-4 after 10 iterations without
+warm-up, still growing past 3e-3 at 50 with it). Architecture-parameter warm-up
+is the DARTS-family remedy (P-DARTS / PC-DARTS freeze the alphas for the first
+epochs while the weights train).
 
 **BatchNorm statistics in the unrolled steps.** The generator and discriminator
 use InstanceNorm (no running statistics; see their modules), so every pass of
@@ -49,18 +94,27 @@ Variants are config, not copies (``MethodSpec.config``, see :class:`GenSegConfig
 ``separate`` trains the GAN first for ``gan_iterations``, freezes it, then trains
 S on its output plus the real data (paper Sec. 2.5); ``cells`` picks learnable /
 fixed (all alpha = 1) / single-branch cells; ``end_to_end = false`` keeps the
-joint loop but drops the architecture level; ``gamma``, ``lambda_l1`` and the
-mask augmentation (ops and ranges, elastic) are the paper's ablation knobs.
+joint loop but drops the architecture level; ``lookahead`` picks the unrolled
+step rule above; ``gamma``, ``lambda_l1`` and the mask augmentation (ops and
+ranges, elastic) are the paper's ablation knobs.
+
+**Artifacts.** Besides the grid of generated pairs, every run stores the alphas of
+every cell at each validation (``trajectory["alphas"]``, with the norm of the
+latest hypergradient, ``trajectory["hypergrad_norm"]``, None during warm-up), the largest move of any
+alpha from its initial value (``extras["max_alpha_shift"]``; 1/K for learnable
+cells) and a plot of the alphas over iterations (``alphas.png``), so that an inert
+architecture search is visible in every result.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -95,6 +149,16 @@ Timer = Callable[[str], None]
 """``timer(phase)``: called at the end of each phase of an iteration (the speed benchmark's hook)."""
 
 GRID_FILE = "generated_pairs.png"
+ALPHA_PLOT_FILE = "alphas.png"
+
+StepRule = Callable[[Sequence[torch.Tensor], Sequence[torch.Tensor]], list[torch.Tensor]]
+"""``rule(params, grads) -> params'``: the differentiable one-step lookahead of Eq. 5 / 7.
+
+``params`` are the real leaf parameters (a rule that mimics an optimiser finds its
+state by them), ``grads`` their gradients (with a graph, so ``params'`` is a
+function of whatever the gradients depend on). See :func:`sgd_rule`,
+:func:`adam_lookahead`, :func:`rmsprop_lookahead`.
+"""
 
 
 def _no_amp() -> contextlib.AbstractContextManager[None]:
@@ -131,6 +195,10 @@ class GenSegConfig(BaseModel):
     lambda_l1: float = Field(100.0, ge=0.0)
     gan_iterations: int | None = Field(None, ge=1)
     dropout: float = Field(0.5, ge=0.0, lt=1.0)
+    lookahead: Literal["optimizer", "sgd"] = "optimizer"
+    """The unrolled step rule (module docstring, *Lookahead*): ``"sgd"`` is Eq. 5 / 7 exactly."""
+    arch_warmup: int = Field(10, ge=0)
+    """End-to-end iterations at the start without the architecture level (module docstring, *Warm-up*)."""
 
     @model_validator(mode="after")
     def _consistent(self) -> GenSegConfig:
@@ -225,9 +293,11 @@ class UnrolledStep:
     gan_loss: torch.Tensor
     fake: torch.Tensor
     g_grads: tuple[torch.Tensor, ...]
+    g_prime: dict[str, torch.Tensor]
     generated: torch.Tensor
     seg_loss: torch.Tensor
     s_grads: tuple[torch.Tensor, ...]
+    s_prime: dict[str, torch.Tensor] | None
     val_loss: torch.Tensor | None
 
 
@@ -237,33 +307,131 @@ def _grads(loss: torch.Tensor, params: list[torch.Tensor], create_graph: bool) -
     )
 
 
+# --- lookahead step rules (module docstring, *Lookahead*) --------------------------------------
+
+
+def sgd_rule(eta: float) -> StepRule:
+    """Eq. 5 / 7 as written: ``W' = W - eta grad`` (the paper-exact lookahead)."""
+
+    def rule(params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        return [p - eta * g for p, g in zip(params, grads, strict=True)]
+
+    return rule
+
+
+def _groups(opt: torch.optim.Optimizer, kind: str, unsupported: tuple[str, ...]) -> dict[int, dict[str, Any]]:
+    """``id(param) -> param group``, refusing the options the lookahead does not reproduce."""
+    groups: dict[int, dict[str, Any]] = {}
+    for group in opt.param_groups:
+        on = [k for k in unsupported if group.get(k)]
+        if on:
+            raise ValueError(
+                f"the {kind} lookahead does not reproduce {on}; use lookahead = 'sgd' or a plain {kind}"
+            )
+        for p in group["params"]:
+            groups[id(p)] = group
+    return groups
+
+
+def adam_lookahead(opt: torch.optim.Optimizer) -> StepRule:
+    """The step torch's Adam ``opt`` would take next, differentiable in the gradient.
+
+    Reads ``exp_avg``, ``exp_avg_sq`` and ``step`` from ``opt.state`` (absent: the
+    first step) without writing them. The second moment is detached (a constant
+    preconditioner, see the module docstring), so the step is linear in ``g``.
+    """
+    groups = _groups(opt, "Adam", ("amsgrad", "maximize", "decoupled_weight_decay"))
+
+    def rule(params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        out = []
+        for p, g in zip(params, grads, strict=True):
+            group = groups[id(p)]
+            beta1, beta2 = group["betas"]
+            lr, eps, wd = float(group["lr"]), float(group["eps"]), float(group["weight_decay"])
+            state = opt.state.get(p, {})
+            if wd:
+                g = g + wd * p  # torch's Adam: L2 weight decay enters the gradient, hence both moments
+            g2 = g.detach().square()
+            if "step" in state:
+                t = int(state["step"]) + 1  # the count the real step is about to have
+                m = beta1 * state["exp_avg"] + (1 - beta1) * g
+                v = beta2 * state["exp_avg_sq"] + (1 - beta2) * g2
+            else:
+                t, m, v = 1, (1 - beta1) * g, (1 - beta2) * g2
+            denom = v.sqrt() / math.sqrt(1 - beta2**t) + eps
+            out.append(p - (lr / (1 - beta1**t)) * m / denom)
+        return out
+
+    return rule
+
+
+def rmsprop_lookahead(opt: torch.optim.Optimizer) -> StepRule:
+    """The step torch's RMSprop ``opt`` (momentum or not, not centred) would take next, differentiable in g.
+
+    Reads ``square_avg`` and ``momentum_buffer`` from ``opt.state`` (absent: the
+    first step, zeros) without writing them; ``square_avg`` is detached.
+    """
+    groups = _groups(opt, "RMSprop", ("centered", "maximize"))
+
+    def rule(params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        out = []
+        for p, g in zip(params, grads, strict=True):
+            group = groups[id(p)]
+            lr, alpha, eps = float(group["lr"]), float(group["alpha"]), float(group["eps"])
+            wd, mu = float(group["weight_decay"]), float(group["momentum"])
+            state = opt.state.get(p, {})
+            if wd:
+                g = g + wd * p
+            g2 = g.detach().square()
+            sq = alpha * state["square_avg"] + (1 - alpha) * g2 if "square_avg" in state else (1 - alpha) * g2
+            direction = g / (sq.sqrt() + eps)
+            if mu > 0 and "momentum_buffer" in state:
+                direction = mu * state["momentum_buffer"] + direction
+            out.append(p - lr * direction)
+        return out
+
+    return rule
+
+
+def _rule(rule: StepRule | None, eta: float | None, which: str) -> StepRule:
+    if (rule is None) == (eta is None):
+        raise TypeError(f"unrolled_step: give exactly one of eta_{which} and {which}_step")
+    return rule if rule is not None else sgd_rule(float(eta))  # type: ignore[arg-type]
+
+
 def unrolled_step(
     gen: SearchableGenerator,
     disc: nn.Module,
     seg: nn.Module,
     batch: GenSegBatch,
     *,
-    eta_g: float,
-    eta_s: float,
+    eta_g: float | None = None,
+    eta_s: float | None = None,
     gamma: float,
     lambda_l1: float,
     create_graph: bool = True,
     amp: AmpFactory = _no_amp,
     timer: Timer = _no_timer,
+    g_step: StepRule | None = None,
+    s_step: StepRule | None = None,
 ) -> UnrolledStep:
     """Eq. 5 and 7 (and the objective of Eq. 8): the value ``L_seg(S'(G'(A)), val)`` and what leads to it.
 
-    ``create_graph``: keep the graph of both gradient steps so that ``grad_A`` of
-    ``val_loss`` exists (False gives the same values: what the finite-difference
-    test evaluates). Without a validation batch, ``val_loss`` is None.
+    The lookahead of G and of S: ``eta_g`` / ``eta_s`` give Eq. 5 / 7's plain steps
+    (:func:`sgd_rule`), ``g_step`` / ``s_step`` any :data:`StepRule` (e.g.
+    :func:`adam_lookahead`); exactly one of each pair. ``create_graph``: keep the
+    graph of both gradient steps so that ``grad_A`` of ``val_loss`` exists (False
+    gives the same values: what the finite-difference test evaluates). Without a
+    validation batch, ``val_loss`` and ``s_prime`` are None.
     """
+    g_rule, s_rule = _rule(g_step, eta_g, "g"), _rule(s_step, eta_s, "s")
     g_params = gen.named_weight_parameters()
     with amp():
         fake = gen(batch.masks)
         gan = generator_gan_loss(disc, batch.masks, fake, batch.images, lambda_l1)
     g_grads = _grads(gan, list(g_params.values()), create_graph)
     timer("gan")
-    g_prime = {n: p - eta_g * g for (n, p), g in zip(g_params.items(), g_grads, strict=True)}
+    g_prime = dict(zip(g_params, g_rule(list(g_params.values()), g_grads), strict=True))
     with amp():
         generated = functional_call(gen, g_prime, (batch.aug_masks,))
     s_params = dict(seg.named_parameters())
@@ -281,16 +449,16 @@ def unrolled_step(
         s_grads = tuple(g + gamma * r for g, r in zip(s_grads, real_grads, strict=True))
         seg_total = gen_loss + gamma * real_loss
     timer("seg")
-    val = None
+    val, s_prime = None, None
     if batch.val_images is not None and batch.val_masks is not None:
-        s_prime = {n: p - eta_s * g for (n, p), g in zip(s_params.items(), s_grads, strict=True)}
+        s_prime = dict(zip(s_params, s_rule(s_list, s_grads), strict=True))
         # train-mode BatchNorm (batch statistics) on throw-away copies of the buffers
         buffers = {n: b.clone() for n, b in seg.named_buffers()}
         with amp():
             val_logits = functional_call(seg, {**s_prime, **buffers}, (batch.val_images,))
         val = seg_loss(val_logits, batch.val_masks)
         timer("val")
-    return UnrolledStep(gan, fake, g_grads, generated, seg_total, s_grads, val)
+    return UnrolledStep(gan, fake, g_grads, g_prime, generated, seg_total, s_grads, s_prime, val)
 
 
 def hypergradient(step: UnrolledStep, arch: list[nn.Parameter]) -> tuple[torch.Tensor, ...]:
@@ -308,6 +476,23 @@ def _apply(opt: torch.optim.Optimizer, params: list[nn.Parameter], grads: tuple[
 
 def _adam(params: list[nn.Parameter], lr: float, weight_decay: float) -> torch.optim.Adam:
     return torch.optim.Adam(params, lr=lr, betas=(0.5, 0.999), weight_decay=weight_decay)
+
+
+@dataclass
+class StepRecord:
+    """Detached values of one end-to-end iteration, kept when ``GenSegTrainer(record=True)``.
+
+    For the reference test, which compares every quantity with independent
+    formulas; off by default because it holds a copy of G', S' and their gradients.
+    """
+
+    g_grads: dict[str, torch.Tensor]
+    g_prime: dict[str, torch.Tensor]
+    s_grads: dict[str, torch.Tensor]
+    s_prime: dict[str, torch.Tensor]
+    arch_grads: list[torch.Tensor]
+    d_grads: list[torch.Tensor]
+    val_loss: torch.Tensor
 
 
 @dataclass
@@ -330,8 +515,15 @@ class GenSegTrainer:
         seg: nn.Module,
         profile: Profile,
         amp: AmpFactory = _no_amp,
+        record: bool = False,
     ) -> None:
         self.cfg, self.gen, self.disc, self.seg, self.amp = cfg, gen, disc, seg, amp
+        self.record_steps = record
+        self.record: StepRecord | None = None
+        self.iteration = 0
+        """End-to-end iterations taken (the first ``cfg.arch_warmup`` have no A step)."""
+        self.hypergrad_norm: torch.Tensor | None = None
+        """L2 norm of the latest ``grad_A`` (on the device: read it at validation time only); None in warm-up."""
         self.g_params = gen.weight_parameters()
         self.d_params = list(disc.parameters())
         self.s_params = list(seg.parameters())
@@ -346,36 +538,63 @@ class GenSegTrainer:
         self.opt_a = _adam(self.arch, profile.arch_lr, profile.arch_weight_decay) if self.arch else None
         self.opt_s, self.sched = make_seg_optimizer(self.s_params, profile)
 
+    def lookahead_rules(self) -> tuple[StepRule, StepRule]:
+        """The step rules of G' and S' for this iteration (module docstring, *Lookahead*)."""
+        if self.cfg.lookahead == "sgd":
+            return (
+                sgd_rule(float(self.opt_g.param_groups[0]["lr"])),
+                sgd_rule(float(self.opt_s.param_groups[0]["lr"])),  # follows ReduceLROnPlateau
+            )
+        return adam_lookahead(self.opt_g), rmsprop_lookahead(self.opt_s)
+
     def end_to_end_step(self, batch: GenSegBatch, timer: Timer = _no_timer) -> StepLosses:
         """The three levels, then the real updates of A, G, H and S (see the module docstring)."""
         cfg = self.cfg
+        self.iteration += 1
+        search = self.iteration > cfg.arch_warmup  # the architecture level runs (module docstring, *Warm-up*)
+        g_step, s_step = self.lookahead_rules()
         step = unrolled_step(
             self.gen,
             self.disc,
             self.seg,
             batch,
-            eta_g=float(self.opt_g.param_groups[0]["lr"]),
-            eta_s=float(self.opt_s.param_groups[0]["lr"]),  # follows ReduceLROnPlateau
+            g_step=g_step,
+            s_step=s_step,
             gamma=cfg.gamma,
             lambda_l1=cfg.lambda_l1,
-            create_graph=True,
+            create_graph=search,
             amp=self.amp,
             timer=timer,
         )
-        arch_grads = hypergradient(step, self.arch)
-        timer("hyper")
+        arch_grads: tuple[torch.Tensor, ...] = ()
+        if search:
+            arch_grads = hypergradient(step, self.arch)
+            self.hypergrad_norm = torch.linalg.vector_norm(torch.cat([g.flatten() for g in arch_grads]))
+            timer("hyper")
         with self.amp():
             d_loss = discriminator_loss(self.disc, batch.masks, step.fake, batch.images)
         d_grads = _grads(d_loss, self.d_params, False)
         timer("disc")
+        assert step.val_loss is not None and step.s_prime is not None
+        if self.record_steps:
+            s_names = [n for n, _ in self.seg.named_parameters()]
+            self.record = StepRecord(
+                g_grads={n: g.detach() for n, g in zip(step.g_prime, step.g_grads, strict=True)},
+                g_prime={n: p.detach() for n, p in step.g_prime.items()},
+                s_grads={n: g.detach() for n, g in zip(s_names, step.s_grads, strict=True)},
+                s_prime={n: p.detach() for n, p in step.s_prime.items()},
+                arch_grads=[g.detach() for g in arch_grads],
+                d_grads=[g.detach() for g in d_grads],
+                val_loss=step.val_loss.detach(),
+            )
         # every gradient is taken: only now may weights change in place
         assert self.opt_a is not None
-        _apply(self.opt_a, self.arch, arch_grads)
+        if search:
+            _apply(self.opt_a, self.arch, arch_grads)
         _apply(self.opt_g, self.g_params, step.g_grads)
         _apply(self.opt_d, self.d_params, d_grads)
         _apply(self.opt_s, self.s_params, step.s_grads)
         timer("update")
-        assert step.val_loss is not None
         return StepLosses(step.gan_loss.detach(), step.seg_loss.detach(), step.val_loss.detach())
 
     def gan_step(self, masks: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
@@ -438,6 +657,48 @@ def save_pair_grid(gen: SearchableGenerator, masks: torch.Tensor, path: Path, mi
             canvas.paste(tile, (gap + col * (tw + gap), gap + row * (th + gap)))
     path.parent.mkdir(parents=True, exist_ok=True)
     canvas.save(path)
+    return path
+
+
+def alpha_shift(alphas: dict[str, dict[str, float]], initial: dict[str, dict[str, float]]) -> float:
+    """The largest ``|alpha - alpha_0|`` over every cell and op (``alpha_0`` = 1/K for learnable cells)."""
+    return max((abs(v - initial[c][o]) for c, ops in alphas.items() for o, v in ops.items()), default=0.0)
+
+
+def save_alpha_plot(
+    iterations: Sequence[int], alphas: Sequence[dict[str, dict[str, float]]], path: Path, title: str = ""
+) -> Path:
+    """A PNG with one panel per cell: each candidate op's alpha over the iterations (dashed: 1/K).
+
+    Matplotlib's object API (``Figure`` + the Agg canvas) only: no pyplot, so no
+    global backend or figure state is touched in a process that also serves or tests.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    cells = list(alphas[0])
+    ncols = max(1, math.ceil(len(cells) / 2))
+    nrows = math.ceil(len(cells) / ncols)
+    fig = Figure(figsize=(2.3 * ncols, 2.1 * nrows + 0.7), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(nrows, ncols, sharex=True, sharey=True, squeeze=False).flatten()
+    for ax, cell in zip(axes, cells, strict=False):
+        ops = list(alphas[0][cell])
+        for op in ops:
+            ax.plot(list(iterations), [a[cell][op] for a in alphas], label=op, linewidth=1.2)
+        if len(ops) > 1:
+            ax.axhline(1 / len(ops), color="0.6", linestyle="--", linewidth=0.8)
+        ax.set_title(cell, fontsize=9)
+        ax.tick_params(labelsize=7)
+    for ax in axes[len(cells) :]:
+        ax.set_visible(False)
+    axes[0].legend(fontsize=7)
+    fig.supxlabel("iteration", fontsize=9)
+    fig.supylabel("alpha", fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
     return path
 
 
@@ -518,7 +779,12 @@ class GenSegMethod(Method):
         monitor = TrainingMonitor(
             seg, val, ctx, trainer.opt_s, trainer.sched, total=gan_its + ctx.iterations, offset=gan_its
         )
-        finite = ("seg",) + (() if cfg.separate else ("gan",)) + (("val",) if cfg.unrolled else ())
+        # causal order: a non-finite GAN loss makes G', the generated images and then L_seg non-finite,
+        # and the first check that fails names the error
+        finite = (() if cfg.separate else ("gan",)) + ("seg",) + (("val",) if cfg.unrolled else ())
+        initial_alphas = gen.alphas()
+        alpha_traj: list[dict[str, dict[str, float]]] = []
+        hyper_traj: list[float | None] = []
         real_per_update = bs if cfg.gamma > 0 else 0
         seg.train()
         gen.train()
@@ -543,21 +809,44 @@ class GenSegMethod(Method):
                 shown["gan"] = losses.gan
             if losses.val is not None:
                 shown["val"] = losses.val
-            monitor.step(it, shown, finite)
+            if monitor.step(it, shown, finite) is not None:  # validated: record the architecture
+                alpha_traj.append(gen.alphas())
+                if cfg.unrolled:
+                    norm = trainer.hypergrad_norm
+                    hyper_traj.append(None if norm is None else float(norm))  # None: still in warm-up
         monitor.finish(seg)
-        last = {k[len("loss_"):]: v[-1] for k, v in monitor.trajectory.items() if k.startswith("loss_") and v}
+        last = {
+            k[len("loss_") :]: v[-1] for k, v in monitor.trajectory.items() if k.startswith("loss_") and v
+        }
+        trajectory: dict[str, list[Any]] = {**monitor.trajectory, "alphas": alpha_traj}
+        if cfg.unrolled:
+            trajectory["hypergrad_norm"] = hyper_traj
+        final_alphas = gen.alphas()
+        shift = alpha_shift(final_alphas, initial_alphas)
 
+        out_dir = Path(ctx.out_dir)
         grid_masks = augment_masks(train.masks[:8], aug, rng)
-        grid = save_pair_grid(gen, grid_masks, Path(ctx.out_dir) / GRID_FILE)
+        grid = save_pair_grid(gen, grid_masks, out_dir / GRID_FILE)
+        plot = save_alpha_plot(
+            [0, *monitor.trajectory["iteration"]],  # type: ignore[list-item]
+            [initial_alphas, *alpha_traj],
+            out_dir / ALPHA_PLOT_FILE,
+            f"{self.spec.name} ({cfg.mode}"
+            + (f", lookahead {cfg.lookahead}" if cfg.unrolled else "")
+            + f"): max |alpha - alpha_0| = {shift:.2e}",
+        )
         extras = {
             "empty_val_score": monitor.empty_score,
-            "alphas": gen.alphas(),
+            "alphas": final_alphas,
+            "max_alpha_shift": shift,
             "alphas_form": {
                 "learnable": "softmax of each cell's learned logits (the weights the forward pass uses)",
                 "fixed": "fixed multi-branch: every alpha is 1",
                 "single": "single-branch Pix2Pix: the 4-2-1 op alone",
             }[cfg.cells],
             "mode": cfg.mode,
+            "lookahead": cfg.lookahead if cfg.unrolled else None,
+            "arch_warmup": cfg.arch_warmup if cfg.unrolled else None,
             "final_losses": last,
             "train_time_s": time.perf_counter() - start,
         }
@@ -569,8 +858,8 @@ class GenSegMethod(Method):
             best_iteration=monitor.best.iteration,
             iterations=ctx.iterations,
             extras=extras,
-            artifacts=[str(grid)],
-            trajectory=monitor.trajectory,
+            artifacts=[str(grid), str(plot)],
+            trajectory=trajectory,
             budget={
                 **monitor.budget(),
                 "real_per_update": real_per_update,

@@ -7,8 +7,6 @@ random transform to each image and its mask.
 
 from __future__ import annotations
 
-import torch
-
 from genseg_bench.augment import AugmentConfig, augment_pair
 from genseg_bench.methods.base import FitContext, FitResult, Method, SegData
 from genseg_bench.methods.training import (

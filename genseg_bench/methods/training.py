@@ -93,7 +93,9 @@ def metric_per_case(metric: str) -> Callable[[torch.Tensor, torch.Tensor], torch
     return jaccard_per_case if metric == "jaccard" else dice_per_case
 
 
-def validation_score(model: nn.Module, val: SegData, batch_size: int, amp: bool, metric: str = "dice") -> float:
+def validation_score(
+    model: nn.Module, val: SegData, batch_size: int, amp: bool, metric: str = "dice"
+) -> float:
     """Mean per-case task metric on the validation set: the checkpoint-selection score of every method."""
     probs = predict_probs(model, val.images, batch_size, amp)
     return float(metric_per_case(metric)(binarise(probs), val.masks > 0.5).mean())

@@ -22,6 +22,7 @@ import pytest
 from PIL import Image
 
 from genseg_bench.data.sources import get_source
+from genseg_bench.data.sources._common import STRAY_RULE, THRESHOLD_127, read_mask
 from genseg_bench.data.sources.registry import SOURCES
 from genseg_bench.data.store import Store, fingerprint_arrays
 from genseg_bench.errors import DataError
@@ -317,16 +318,12 @@ def build_fpd(tmp: Path) -> Layout:
 @builder("kvasir")
 def build_kvasir(tmp: Path) -> Layout:
     base = tmp / "Kvasir-SEG"
-    # JPEG masks: flat 8x8 blocks (JPEG's own block size) at 255, 160 and 100 come back as
-    # about those values; threshold(127) keeps the 255 and 160 blocks
+    # JPEG masks: 0/255 boxes on JPEG's own 8x8 blocks come back as about 0 and 255, with
+    # compression noise near the levels that threshold(127) reads away
     masks = {"cju0qkwl35piu0993l0dewei2": box(0, 8, 8, 16), "cju0qoxqj9q6s0835b43399p4": box(8, 16, 0, 24)}
     for i, (cid, m) in enumerate(masks.items()):
-        grey_levels = (m * 255).astype(np.uint8)
-        grey_levels[0:8, 16:24] = 160
-        grey_levels[0:8, 0:8] = 100
-        m[0:8, 16:24] = True
         save(base / "images" / f"{cid}.jpg", rgb(90 + i), quality=90)
-        save(base / "masks" / f"{cid}.jpg", grey_levels, quality=75)
+        save_mask(base / "masks" / f"{cid}.jpg", m, quality=75)
     write_text(base / "kavsir_bboxes.json", "{}")
     drop = (
         base / "masks" / "cju0qoxqj9q6s0835b43399p4.jpg",
@@ -613,13 +610,173 @@ def test_mhd_with_missing_raw_names_both(tmp_path: Path) -> None:
 # --------------------------------------------------------------------- binarisation rules
 
 
-def test_exact_binary_rejects_a_grey_mask(tmp_path: Path) -> None:
+BINARY = sorted(n for n in BUILDERS if STRAY_RULE in SOURCES[source_of(n)].binarisation)
+"""Fixtures of the binary-mask sets (those whose documented rule handles stray values)."""
+
+LOSSLESS_BINARY = [n for n in BINARY if n != "kvasir"]
+"""Kvasir-SEG's masks are JPEG: exact stray values cannot be written into them."""
+
+
+def add_stray(path: Path, value: int = 32, n: int = 5) -> int:
+    """Overwrite a mask file, same format, with ``n`` background pixels set to ``value``.
+
+    Returns how many of its pixels are then neither 0 nor 255 (the fixture's own
+    anti-aliased edges included), i.e. what the report must count for the file.
+    """
+    values = read_mask(path).copy()
+    background = np.flatnonzero(values.ravel() == 0)[:n]
+    assert background.size == n, path
+    values.flat[background] = value
+    save(path, values)
+    assert int((read_mask(path) == value).sum()) == n, path  # the format kept the value
+    return int(((values != 0) & (values != 255)).sum())
+
+
+def test_every_binary_mask_source_reports_stray_values() -> None:
+    """Every source that reads grey masks uses the reporting rule; label maps are the only others."""
+    label_maps = {"fetreg", "etab-camus", "msd-hippocampus", "msd-liver"}
+    assert {source_of(n) for n in BINARY} | label_maps == set(SOURCES)
+
+
+@pytest.mark.parametrize("name", LOSSLESS_BINARY)
+def test_stray_values_are_binarised_and_reported(name: str, tmp_path: Path) -> None:
+    fx = BUILDERS[name](tmp_path)
+    assert fx.drop is not None
+    path = fx.drop[0]
+    expected_pixels = add_stray(path)
+    reader = SOURCES[source_of(name)].read(fx.root)
+    for case in reader:  # 32 is nearer 0: the masks are unchanged
+        assert np.array_equal(case.mask, fx.masks[case.case_id]), case.case_id
+    records = {r.path: r for r in reader.report.files}
+    assert records[path].pixels == expected_pixels
+    assert 32 in records[path].values
+    summary = reader.report.summary(fx.root)
+    assert summary["files_changed"] == len(records) and summary["files_checked"] >= len(fx.masks)
+    assert summary["pixels_changed"] == sum(r.pixels for r in records.values())
+
+
+def build_fuseg_0233(tmp: Path) -> tuple[Path, np.ndarray]:
+    """FUSeg's layout with the official validation/labels/0233.png case: RGB, values 0, 32 and 255.
+
+    The 252 pixels of 32 lie in a ring just outside the ulcer, as stray annotation levels do.
+    Returns the root and the expected mask (the 32s are background).
+    """
+    base = tmp / "Foot Ulcer Segmentation Challenge"
+    side = 512
+    ulcer = box(200, 300, 180, 340, side, side)
+    values = (ulcer * 255).astype(np.uint8)
+    ring = np.argwhere(box(199, 301, 179, 341, side, side) & ~ulcer)[:252]
+    values[ring[:, 0], ring[:, 1]] = 32
+    save(base / "validation" / "images" / "0233.png", rgb(7, side, side))
+    save(base / "validation" / "labels" / "0233.png", np.repeat(values[..., None], 3, axis=2))
+    save(base / "train" / "images" / "0011.png", rgb(8, side, side))
+    save_mask(base / "train" / "labels" / "0011.png", box(10, 50, 10, 50, side, side))
+    return tmp, ulcer
+
+
+def test_fuseg_official_0233_imports_and_is_listed(tmp_path: Path) -> None:
+    root, ulcer = build_fuseg_0233(tmp_path / "raw")
+    prepared = Store(tmp_path / "store").prepare("fuseg", root, 512)
+    i = prepared.case_ids.index("validation/0233")
+    assert np.array_equal(prepared.masks[i].astype(bool), ulcer)
+    values = prepared.meta["mask_values"]
+    assert values["files_checked"] == 2 and values["files_changed"] == 1
+    assert values["pixels_changed"] == 252
+    assert values["top"] == [
+        {
+            "file": "Foot Ulcer Segmentation Challenge/validation/labels/0233.png",
+            "values": [32],
+            "n_values": 1,
+            "pixels": 252,
+        }
+    ]
+    on_disk = json.loads((prepared.path / "meta.json").read_text())
+    assert on_disk["mask_values"] == values
+    assert Store(tmp_path / "store").load("fuseg", 512).meta["mask_values"] == values
+
+
+def test_data_prepare_lists_changed_files(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from genseg_bench.cli import app
+
+    root, _ = build_fuseg_0233(tmp_path / "raw")
+    args = ["data", "prepare", "fuseg", "--from", str(root), "--size", "64", "--store", str(tmp_path / "s")]
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "1 of 2 mask files held stray values; 252 pixels changed" in result.output
+    (line,) = [ln for ln in result.output.splitlines() if ln.startswith("Foot Ulcer")]  # the table row
+    assert line.split() == [
+        "Foot",
+        "Ulcer",
+        "Segmentation",
+        "Challenge/validation/labels/0233.png",
+        "32",
+        "252",
+    ]
+
+
+def test_jpeg_noise_is_counted_not_an_error(tmp_path: Path) -> None:
+    fx = build_kvasir(tmp_path)
+    # a JPEG of a blurred outline: noise and a grey ramp all along the edge, as in Kvasir-SEG
+    m = box(2, 14, 3, 20)
+    soft = np.asarray(
+        Image.fromarray((m * 255).astype(np.uint8)).resize((W * 4, H * 4)).resize((W, H), Image.BILINEAR)
+    )
+    cid = "cju0qkwl35piu0993l0dewei2"
+    save(fx.root / "masks" / f"{cid}.jpg", soft, quality=60)
+    reader = SOURCES["kvasir"].read(fx.root)
+    (case,) = reader.select([cid])
+    assert abs(int(case.mask.sum()) - int(m.sum())) <= 0.15 * m.sum()
+    (record,) = [r for r in reader.report.files if r.path.name == f"{cid}.jpg"]
+    assert record.pixels > 0 and record.n_values >= 1
+
+
+@pytest.mark.parametrize(
+    ("values", "what"),
+    [
+        ((np.arange(H * W).reshape(H, W) % 3 * 100).astype(np.uint8), "mid-grey"),  # a grey image
+        (np.kron(np.array([[0, 85], [170, 255]], np.uint8), np.ones((H // 2, W // 2), np.uint8)), "mid-grey"),
+        (np.kron(np.array([[0, 1], [2, 0]], np.uint8), np.ones((H // 2, W // 2), np.uint8)), "empty"),
+        ((box(4, 6, 4, 8) * 100).astype(np.uint8), "empty"),  # a small lesion coded at grey 100
+    ],
+    ids=["grey-image", "label-map-grey-classes", "class-indices", "low-grey-mask"],
+)
+def test_ambiguous_mask_names_the_file(values: np.ndarray, what: str, tmp_path: Path) -> None:
     fx = build_isic(tmp_path)
     path = tmp_path / "ISIC2018_Task1_Training_GroundTruth" / "ISIC_0000000_segmentation.png"
-    save(path, (np.arange(H * W).reshape(H, W) % 3 * 100).astype(np.uint8))
-    with pytest.raises(DataError, match="threshold") as err:
+    save(path, values)
+    with pytest.raises(DataError, match="ambiguous") as err:
         list(SOURCES["isic2018"].read(fx.root))
-    assert str(path) in str(err.value)
+    assert str(path) in str(err.value) and what in str(err.value)
+
+
+def test_several_small_grey_classes_are_a_label_map(tmp_path: Path) -> None:
+    side = 100
+    values = (box(20, 80, 20, 80, side, side) * 255).astype(np.uint8)
+    for i, grey_level in enumerate((60, 120, 180)):  # 1.5 % each, 4.5 % in all: under the share limit
+        values[90:95, i * 30 : i * 30 + 30] = grey_level
+    with pytest.raises(DataError, match="multi-class label map") as err:
+        THRESHOLD_127(values, tmp_path / "m.png")
+    assert "60, 120, 180" in str(err.value)
+
+
+def test_thin_structures_resampled_are_not_ambiguous(tmp_path: Path) -> None:
+    """A downsized vessel mask is mostly outline: its grey ramp may exceed 5 % and still be binary."""
+    big = np.zeros((400, 400), np.uint8)
+    for x in range(22, 400, 40):
+        big[:, x : x + 6] = 255  # thin vessels, off the 4x grid: each leaves a grey column
+    small = np.asarray(Image.fromarray(big).resize((100, 100), Image.BILINEAR))
+    mid = ((small > 32) & (small < 223)).mean()
+    assert mid > 0.05  # above the share limit, but all on the outline
+    mask, stray = THRESHOLD_127(small, tmp_path / "m.png")
+    assert stray is not None and stray.pixels == int(((small != 0) & (small != 255)).sum())
+    assert abs(mask.mean() - big.mean() / 255) <= 0.06  # 1.5 of 10 columns -> 2 of 10
+
+
+def test_zero_one_masks_read_exactly(tmp_path: Path) -> None:
+    mask, stray = THRESHOLD_127(box(2, 6, 2, 6).astype(np.uint8), tmp_path / "m.png")
+    assert stray is None and np.array_equal(mask, box(2, 6, 2, 6))
 
 
 @pytest.mark.parametrize(
@@ -679,8 +836,93 @@ def test_store_prepare_end_to_end(name: str, shape: tuple[int, ...], tmp_path: P
         assert abs(prepared.masks[i].mean() - fx.masks[cid].mean()) < 0.1, cid
     assert prepared.fingerprint == fingerprint_arrays(prepared.images, prepared.masks, prepared.case_ids)
     assert store.is_prepared(name, 16)
+    values = prepared.meta["mask_values"]  # label maps binarise no grey mask: nothing to report
+    assert (values is None) == (STRAY_RULE not in SOURCES[name].binarisation)
     again = store.prepare(name, fx.root, 16, overwrite=True)
     assert again.fingerprint == prepared.fingerprint  # deterministic
+
+
+# --------------------------------------------------------------------- grouped splits
+
+
+def test_fetreg_groups_by_video(tmp_path: Path) -> None:
+    fx = build_fetreg(tmp_path)
+    group = SOURCES["fetreg"].group
+    assert group is not None
+    ids = SOURCES["fetreg"].read(fx.root).case_ids
+    assert {c: group(c) for c in ids} == {
+        "Video001/Video001_frame01250": "Video001",
+        "Video002/Video002_frame01251": "Video002",
+    }
+    # the root pointed at one video's folder: ids lose the folder, the stem still names the video
+    assert SOURCES["fetreg"].read(fx.root / "FetReg2021_Task1_Segmentation" / "Video002").case_ids == (
+        "Video002_frame01251",
+    )
+    assert group("Video002_frame01251") == "Video002"
+
+
+def test_fpd_groups_by_video(tmp_path: Path) -> None:
+    fx = build_fpd(tmp_path)
+    group = SOURCES["fpd"].group
+    assert group is not None
+    ids = SOURCES["fpd"].read(fx.root).case_ids
+    assert [group(c) for c in ids] == ["anon001", "anon002"]
+    flat = tmp_path / "flat"  # images/ + masks/ without video folders: the stem's prefix names the video
+    for stem in ("anon003_00001", "anon003_00002", "anon004_00001"):
+        save(flat / "images" / f"{stem}.png", rgb(1))
+        save_mask(flat / "masks" / f"{stem}.png", box(2, 8, 2, 8))
+    ids = SOURCES["fpd"].read(flat).case_ids
+    assert [group(c) for c in ids] == ["anon003", "anon003", "anon004"]
+
+
+def test_cvc_clinicdb_groups_by_published_sequence() -> None:
+    from genseg_bench.data.sources.cvc_clinicdb import SEQUENCE_ENDS
+
+    group = SOURCES["cvc-clinicdb"].group
+    assert group is not None
+    seq = {n: group(str(n)) for n in range(1, 613)}
+    assert len(set(seq.values())) == len(SEQUENCE_ENDS) == 29
+    assert seq[1] == seq[25] == "seq01" and seq[26] == "seq02"
+    assert seq[200] == seq[205] == "seq10" and seq[199] == "seq09" and seq[206] == "seq11"
+    assert seq[592] == seq[612] == "seq29"
+    sizes = [int(b) - int(a) for a, b in zip((0, *SEQUENCE_ENDS[:-1]), SEQUENCE_ENDS, strict=True)]
+    assert sum(sizes) == 612 and min(sizes) == 6 and max(sizes) == 26  # 200-205 is the shortest
+    for bad in ("0", "613", "frame7"):
+        with pytest.raises(DataError, match="split_group"):
+            group(bad)
+
+
+def _video_ids(source: str, sizes: dict[str, int]) -> list[str]:
+    if source == "fetreg":
+        return [f"{v}/{v}_frame{i:05d}" for v, n in sizes.items() for i in range(n)]
+    return [f"{v}/{v}_{i:05d}" for v, n in sizes.items() for i in range(n)]
+
+
+@pytest.mark.parametrize("source", ["fetreg", "fpd", "cvc-clinicdb"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_split_keeps_a_video_on_one_side(source: str, seed: int) -> None:
+    from genseg_bench.data.splits import make_split
+    from genseg_bench.specs import ValidationRule
+
+    group = SOURCES[source].group
+    assert group is not None
+    if source == "cvc-clinicdb":
+        ids = [str(n) for n in range(1, 613)]
+    elif source == "fetreg":  # 18 videos of uneven length, as in the release
+        ids = _video_ids(source, {f"Video{v:03d}": 40 + 17 * v for v in range(1, 19)})
+    else:  # six videos
+        ids = _video_ids(source, {f"anon{v:03d}": 60 + 10 * v for v in (1, 2, 5, 6, 10, 12)})
+    split = make_split(ids, seed, 0.2, ValidationRule(fraction=0.2), group_fn=group)
+    test_groups = {group(c) for c in split.test}
+    pool_groups = {group(c) for c in split.pool}
+    assert test_groups and pool_groups and not test_groups & pool_groups
+    assert sorted(split.test + split.pool) == sorted(ids)
+    for n in (10, 40):
+        sub = split.subset(n, source)
+        assert len(sub.train) + len(sub.val) == n
+        assert not {group(c) for c in sub.train} & {group(c) for c in sub.val}
+    # the labelled cases of a small n spread over videos instead of filling up with one
+    assert len({group(c) for c in split.labelled(10)}) == min(10, len(pool_groups))
 
 
 # --------------------------------------------------------------------- real data (../shared/data)
@@ -714,3 +956,20 @@ def test_real_hippocampus(shared_data: Path) -> None:
     assert {1, 2} <= set(np.unique(raw).tolist())
     (case,) = get_source("msd-hippocampus").read(root).select([first])
     assert np.array_equal(case.mask, raw > 0)
+
+
+@pytest.mark.realdata
+def test_real_cvc_clinicdb_sequences(shared_data: Path) -> None:
+    ids = get_source("cvc-clinicdb").read(shared_data / "cvc-clinicdb").case_ids
+    group = get_source("cvc-clinicdb").group
+    assert group is not None
+    assert len({group(c) for c in ids}) == 29  # the 3 frames missing from the copy leave every sequence
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("folder", ["kvasir-seg", "cvc-clinicdb"])
+def test_real_jpeg_masks_are_not_ambiguous(folder: str, shared_data: Path) -> None:
+    """Every JPEG mask of the shared copies binarises without error; their noise is counted."""
+    files = sorted((shared_data / folder / "masks").iterdir())
+    strays = [THRESHOLD_127(read_mask(p), p)[1] for p in files]
+    assert sum(s is not None for s in strays) > len(files) // 2  # nearly every JPEG mask is noisy

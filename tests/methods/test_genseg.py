@@ -203,13 +203,21 @@ def test_segmenter_running_statistics_never_see_the_validation_batch() -> None:
     assert int(bn.num_batches_tracked) == 2  # the generated and the real forward, not the validation one
 
 
+def traj_start(alphas: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    """The alphas before any A step: softmax of zero logits (float32), for every cell of ``alphas``."""
+    third = float(torch.softmax(torch.zeros(3), 0)[0])
+    return {cell: dict.fromkeys(ops, third) for cell, ops in alphas.items()}
+
+
 # --- (c) through the runner: alphas in the result, the PNG grid beside it ------------------
 
 
 def test_genseg_run_via_the_runner_stores_moved_alphas_and_a_pair_grid(
     catalog: Catalog, store: Store, tmp_path: Path
 ) -> None:
-    s = run_grid(catalog, "synthetic-genseg", ["genseg-unet"], [8], [0], SMOKE, store, tmp_path, CPU)
+    # 12 iterations: the default warm-up (10) without A steps, then two end-to-end ones
+    profile = SMOKE.model_copy(update={"iterations": 12, "eval_every": 6})
+    s = run_grid(catalog, "synthetic-genseg", ["genseg-unet"], [8], [0], profile, store, tmp_path, CPU)
     (r,) = s.ran
     assert r.status == "ok", r.error
     alphas = r.extras["alphas"]
@@ -221,8 +229,16 @@ def test_genseg_run_via_the_runner_stores_moved_alphas_and_a_pair_grid(
     assert moved > 1e-5, "the architecture weights must move during training"
     assert r.extras["mode"] == "end-to-end" and "softmax" in r.extras["alphas_form"]
     assert set(r.test_sets) == {"synthetic-a", "synthetic-b"}
-    (png,) = r.artifacts
-    assert png.endswith(".png") and (tmp_path / png).is_file()
+    grid, plot = r.artifacts
+    assert grid.endswith("generated_pairs.png") and (tmp_path / grid).is_file()
+    assert plot.endswith("alphas.png") and (tmp_path / plot).is_file()
+    # the architecture's trajectory: one alpha table and one hypergradient norm per validation
+    traj = r.trajectory
+    assert traj["iteration"] == [6, 12] and len(traj["alphas"]) == len(traj["hypergrad_norm"]) == 2
+    assert traj["alphas"][0] == traj_start(alphas) and traj["alphas"][-1] == alphas
+    assert traj["hypergrad_norm"][0] is None and traj["hypergrad_norm"][1] > 0  # None: in warm-up
+    assert r.extras["max_alpha_shift"] == pytest.approx(moved, abs=1e-6)
+    assert r.extras["lookahead"] == "optimizer" and r.extras["arch_warmup"] == 10
 
 
 # --- variants ---------------------------------------------------------------------------------
@@ -279,6 +295,7 @@ def test_joint_mode_without_the_architecture_level(tmp_path: Path) -> None:
         ({"cells": "fixed", "end_to_end": True}, "no alphas"),
         ({"augment": ["rotate", "shear"]}, "shear"),
         ({"gan_iterations": 5}, "separate"),
+        ({"lookahead": "adam"}, "lookahead"),
     ],
 )
 def test_bad_config_is_a_spec_error_naming_the_key(config: dict[str, object], match: str) -> None:

@@ -32,7 +32,9 @@ IMAGE_EXTS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff",
 """Raster formats PIL decodes and that the 2D sets ship in."""
 
 Binarise = Callable[[np.ndarray, Path], np.ndarray]
-"""A mask rule: (decoded mask values, the file they came from) -> bool mask."""
+"""A label-map rule: (decoded labels, the file they came from) -> bool mask; strict, reports nothing.
+
+Binary-mask sets use a :class:`BinaryRule` instead, which also reports stray values."""
 
 _T = TypeVar("_T")
 
@@ -407,35 +409,233 @@ def check_same_size(
 # --------------------------------------------------------------------- binarisation
 
 
-def threshold(mask: np.ndarray, level: int = 127) -> np.ndarray:
-    """``mask > level``: the rule for JPEG masks, whose 0/255 edges carry compression noise."""
-    return np.asarray(mask) > level
+# Binary masks: levels, stray values and the ambiguity limits.
+#
+# A binary mask file should hold two values, background 0 and foreground 255 (or 1).
+# Official distributions are not always that clean: FUSeg's validation/labels/0233.png
+# holds 252 pixels of 32, JPEG masks (Kvasir-SEG) carry compression noise at every edge,
+# anti-aliased drawings and resized copies carry a ramp of grey along the outline. Such
+# "stray" values are binarised by the set's rule, counted per file and reported by
+# ``data prepare``, so the data set imports and the change stays visible. Only a file
+# that no rule reads without guessing is an error: one with *regions* of mid-grey (a
+# grey-level image, a label map whose classes are grey levels), or one coded at a low
+# grey level. Mid-grey along the 0/255 outline is never an error, however thin the
+# structure (vessels), because there the nearer level is the obvious reading.
+
+NEAR_LEVEL = 32
+"""Values within this many grey levels of 0 or 255 are near a level: compression noise or
+anti-aliasing, never a label of their own. Values 33..222 are mid-grey."""
+
+EDGE_RADIUS = 3
+"""A mid-grey pixel within this many pixels (chessboard distance) of both a near-0 and a
+near-255 pixel lies on the outline: JPEG ringing and resampling ramps are 1-3 pixels wide."""
+
+MAX_PLATEAU_SHARE = 0.05
+"""Largest share of a mask's pixels that may be mid-grey away from the outline. JPEG polyp
+masks have at most 1 % mid-grey pixels in all (Kvasir-SEG and CVC-ClinicDB copies in
+shared/data: 0.65 % and 0.99 %), nearly all on the outline."""
+
+CLASS_SHARE = 0.005
+"""A mid-grey value whose off-outline pixels hold this share of the mask is a class of its own
+(noise spreads over many values with a few pixels each)."""
+
+MAX_CLASS_LIKE = 2
+"""More class-like mid-grey values than this is a multi-class label map."""
+
+MAX_LISTED_VALUES = 8
+"""Stray values kept per file in the report (the most frequent ones)."""
 
 
-def nonzero(mask: np.ndarray) -> np.ndarray:
-    """``mask != 0``: any labelled pixel is foreground."""
-    return np.asarray(mask) != 0
+@dataclass(frozen=True)
+class StrayPixels:
+    """One mask file that held values other than its two levels, and how many pixels had them.
 
-
-def exact_binary(mask: np.ndarray, path: Path) -> np.ndarray:
-    """A mask that must hold at most two values (0/255, 0/1, ...) -> bool, higher value foreground.
-
-    More than two values means the file is not what this set's rule assumes (a JPEG
-    re-encode, a resized copy, a label map), and guessing would change the labels
-    silently, so it is a DataError naming the file and the rule to use instead.
+    ``pixels`` is the number of pixels the binarisation had to move to a level (their
+    value was neither background nor foreground), which is what ``data prepare`` reports.
     """
-    values = np.unique(mask)
-    if values.size > 2:
-        shown = ", ".join(str(v) for v in values[:8]) + (", ..." if values.size > 8 else "")
-        raise DataError(
-            f"mask {path} has {values.size} distinct values ({shown}) but this data set's masks "
-            "are binary (two values). If the file was re-encoded as JPEG or resized, its edges "
-            "carry noise: binarise with threshold(mask, 127); if it is a multi-class label map, "
-            "pick the class with class_value(mask, v); otherwise the file is damaged: re-download it."
-        )
-    if values.size == 2:
-        return np.asarray(mask) == values[1]
-    return np.asarray(mask) != 0
+
+    path: Path
+    values: tuple[int, ...]
+    """The stray values, most frequent first (at most :data:`MAX_LISTED_VALUES`)."""
+    n_values: int
+    """How many distinct stray values the file held."""
+    pixels: int
+    total: int
+    """Pixels in the mask."""
+
+
+def _as_8bit(values: np.ndarray) -> np.ndarray:
+    """A mask's grey values on the 0..255 scale (16-bit, bool and float files scaled)."""
+    v = np.asarray(values)
+    return v if v.dtype == np.uint8 else to_uint8(v)
+
+
+def _grow(b: np.ndarray, r: int) -> np.ndarray:
+    """``b`` dilated by a (2r+1) square: pixels within chessboard distance ``r`` of a True pixel."""
+    out = b.copy()
+    for axis in range(out.ndim):
+        src = out.copy()
+        for k in range(1, min(r, out.shape[axis] - 1) + 1):
+            ahead = [slice(None)] * out.ndim
+            behind = [slice(None)] * out.ndim
+            ahead[axis], behind[axis] = slice(k, None), slice(None, -k)
+            out[tuple(ahead)] |= src[tuple(behind)]
+            out[tuple(behind)] |= src[tuple(ahead)]
+    return out
+
+
+def _mid(counts: np.ndarray) -> np.ndarray:
+    """The mid-grey part (values 33..222) of a 256-bin histogram."""
+    return counts[NEAR_LEVEL + 1 : 255 - NEAR_LEVEL]
+
+
+@dataclass(frozen=True)
+class BinaryRule:
+    """The documented rule of a binary-mask set: foreground is ``value > level`` on the 8-bit scale.
+
+    Levels are 0 and 255 (a 0/1 file, whose maximum is 1, uses 0 and 1 and is read
+    exactly). Every other value is stray: ``level=127`` sends it to the nearer level,
+    ``level=0`` makes any nonzero pixel foreground. Calling the rule returns the bool
+    mask and, when the file held stray values, a :class:`StrayPixels` record.
+
+    It raises a DataError naming the file when the mask is ambiguous, i.e. when the
+    rule would be guessing:
+
+    * more than :data:`MAX_PLATEAU_SHARE` (5 %) of the pixels are mid-grey (33..222)
+      away from the 0/255 outline (a grey-level image, grey-coded classes);
+    * more than :data:`MAX_CLASS_LIKE` mid-grey values each cover
+      :data:`CLASS_SHARE` of the pixels away from the outline (a multi-class label map);
+    * no pixel passes the rule although at least :data:`CLASS_SHARE` of them are nonzero
+      (class indices 0/1/2, or a mask coded at a low grey level such as 0/100).
+    """
+
+    level: int = 127
+
+    def describe(self) -> str:
+        """The rule in words, for BINARISATION texts and error messages."""
+        return f"threshold(mask, {self.level})" if self.level else "nonzero(mask)"
+
+    def __call__(self, values: np.ndarray, path: Path) -> tuple[np.ndarray, StrayPixels | None]:
+        v = _as_8bit(values)
+        counts = np.bincount(v.ravel(), minlength=256)
+        total = int(v.size)
+        top = int(np.flatnonzero(counts).max()) if total else 0
+        if top <= 1:  # a 0/1 file: read exactly, nothing is stray
+            return v == 1, None
+        stray = counts.copy()
+        stray[[0, 255]] = 0
+        n_stray = int(stray.sum())
+        if n_stray:
+            self._check(v, counts, total, path)
+        nonzero_px = total - int(counts[0])
+        if top <= self.level and nonzero_px >= CLASS_SHARE * total:
+            raise DataError(
+                f"mask {path} is ambiguous: no pixel is above {self.level} (highest value {top}) yet "
+                f"{nonzero_px / total:.1%} of the pixels are nonzero, so {self.describe()} would read "
+                "it as empty. It looks like a label map of class indices or a mask coded at a low "
+                "grey level, not this data set's 0/255 masks. Re-download the original file, or "
+                "remove it together with its image."
+            )
+        mask = v > self.level
+        if not n_stray:
+            return mask, None
+        n_values = int((stray > 0).sum())
+        order = np.argsort(-stray, kind="stable")[: min(MAX_LISTED_VALUES, n_values)]
+        return mask, StrayPixels(path, tuple(int(i) for i in order), n_values, n_stray, total)
+
+    @staticmethod
+    def _check(v: np.ndarray, counts: np.ndarray, total: int, path: Path) -> None:
+        """DataError when mid-grey forms regions of its own rather than an outline."""
+        mid = _mid(counts)
+        if mid.sum() <= MAX_PLATEAU_SHARE * total and (mid >= CLASS_SHARE * total).sum() <= MAX_CLASS_LIKE:
+            return  # too little mid-grey to be ambiguous, wherever it lies: no image work needed
+        is_mid = (v > NEAR_LEVEL) & (v < 255 - NEAR_LEVEL)
+        outline = _grow(v >= 255 - NEAR_LEVEL, EDGE_RADIUS) & _grow(v <= NEAR_LEVEL, EDGE_RADIUS)
+        plateau = np.bincount(v[is_mid & ~outline], minlength=256)
+        share = float(plateau.sum()) / total
+        if share > MAX_PLATEAU_SHARE:
+            raise DataError(
+                f"mask {path} is ambiguous: {share:.1%} of its pixels are mid-grey (values "
+                f"{NEAR_LEVEL + 1}..{254 - NEAR_LEVEL}) away from the 0/255 outline, more than the "
+                f"{MAX_PLATEAU_SHARE:.0%} allowed; compression noise and anti-aliasing only touch the "
+                "outline. It is a grey-level image or a label map, not a binary mask: re-download "
+                "the original mask, or remove it together with its image."
+            )
+        classes = np.flatnonzero(_mid(plateau) >= CLASS_SHARE * total) + NEAR_LEVEL + 1
+        if classes.size > MAX_CLASS_LIKE:
+            shown = ", ".join(str(int(c)) for c in classes[:MAX_LISTED_VALUES])
+            raise DataError(
+                f"mask {path} is ambiguous: {classes.size} grey levels ({shown}) each cover at least "
+                f"{CLASS_SHARE:.1%} of the pixels away from the outline, which is a multi-class "
+                "label map, not a binary mask. Re-download the data set's binary masks, or remove "
+                "the file together with its image."
+            )
+
+
+THRESHOLD_127 = BinaryRule(127)
+"""The rule of every binary-mask set here: stray values go to the nearer level."""
+
+STRAY_RULE = (
+    "Stray values (neither 0 nor 255: JPEG noise, anti-aliasing, stray annotation levels) go to "
+    "the nearer level and are counted in the prepare summary; a mask with more than 5 % "
+    "mid-grey pixels (33..222) away from its outline, or with several grey levels that each "
+    "cover 0.5 % of it there (a label map), is an error."
+)
+"""The sentence every binary-mask set's BINARISATION text ends with."""
+
+
+class MaskReport:
+    """What binarisation changed while reading one source: files with stray values, pixels moved.
+
+    A :class:`CaseReader` owns one; its load function adds a record per mask file
+    (records are kept per path, so decoding a case twice counts it once).
+    :meth:`summary` is what the store writes into a prepared set's metadata.
+    """
+
+    def __init__(self) -> None:
+        self._checked: set[Path] = set()
+        self._stray: dict[Path, StrayPixels] = {}
+
+    def add(self, path: Path, stray: StrayPixels | None) -> None:
+        """Record that ``path`` was binarised, and its stray pixels if it had any."""
+        self._checked.add(path)
+        if stray is not None:
+            self._stray[path] = stray
+
+    @property
+    def files_checked(self) -> int:
+        return len(self._checked)
+
+    @property
+    def files(self) -> list[StrayPixels]:
+        """Files with stray values, most pixels changed first, then by path."""
+        return sorted(self._stray.values(), key=lambda s: (-s.pixels, str(s.path)))
+
+    def summary(self, root: Path | None = None, limit: int = 20) -> dict[str, object]:
+        """Totals and the ``limit`` files with the most changed pixels, paths relative to ``root``.
+
+        Only the largest files are listed: a JPEG set has noise in nearly every mask,
+        and a thousand lines of it would hide the one file that matters.
+        """
+
+        def rel(path: Path) -> str:
+            if root is not None:
+                try:
+                    return Path(path).relative_to(root).as_posix()
+                except ValueError:
+                    pass
+            return str(path)
+
+        files = self.files
+        return {
+            "files_checked": self.files_checked,
+            "files_changed": len(files),
+            "pixels_changed": sum(s.pixels for s in files),
+            "top": [
+                {"file": rel(s.path), "values": list(s.values), "n_values": s.n_values, "pixels": s.pixels}
+                for s in files[:limit]
+            ],
+        }
 
 
 def class_value(mask: np.ndarray, value: int) -> np.ndarray:
@@ -486,23 +686,36 @@ def union(masks: Sequence[np.ndarray], paths: Sequence[Path]) -> np.ndarray:
 # --------------------------------------------------------------------- cases
 
 
+def binarise_mask(
+    values: np.ndarray, path: Path, rule: BinaryRule | Binarise, report: MaskReport | None = None
+) -> np.ndarray:
+    """Apply a binary rule (recording stray values in ``report``) or a strict label-map rule."""
+    if isinstance(rule, BinaryRule):
+        mask, stray = rule(values, path)
+        if report is not None:
+            report.add(path, stray)
+        return mask
+    return rule(values, path)
+
+
 def load_2d(
     pair: Pair,
     *,
     channels: int,
-    binarise: Binarise,
+    binarise: BinaryRule | Binarise,
     label_map: bool = False,
+    report: MaskReport | None = None,
 ) -> Case:
     """Decode a 2D pair: image as ``H x W x C`` uint8, masks binarised with ``binarise`` and united.
 
     ``label_map`` reads the masks with :func:`read_label_map` (class indices) instead
-    of :func:`read_mask` (grey values).
+    of :func:`read_mask` (grey values). Stray values a :class:`BinaryRule` met go to ``report``.
     """
     image = read_image(pair.image, channels)
     reader = read_label_map if label_map else read_mask
     masks = []
     for path in pair.masks:
-        mask = binarise(reader(path), path)
+        mask = binarise_mask(reader(path), path, binarise, report)
         check_same_size(pair.image, image.shape[:2], path, mask.shape)
         masks.append(mask)
     return Case(pair.case_id, image, np.ascontiguousarray(union(masks, pair.masks)))
@@ -517,6 +730,9 @@ class CaseReader(Iterator[Case], Generic[_T]):
     without decoding any image. Construction fails with a DataError when the
     folder yields zero cases: an empty data set is always a wrong path or a
     wrong layout, never something to benchmark on.
+
+    :attr:`report` collects the stray mask values met while decoding (see
+    :class:`MaskReport`); the store saves its summary with the prepared set.
     """
 
     def __init__(
@@ -527,6 +743,7 @@ class CaseReader(Iterator[Case], Generic[_T]):
         items: Sequence[_T],
         case_id: Callable[[_T], str],
         load: Callable[[_T], Case],
+        report: MaskReport | None = None,
     ) -> None:
         if not items:
             raise DataError(
@@ -535,6 +752,7 @@ class CaseReader(Iterator[Case], Generic[_T]):
             )
         self.source_id = source_id
         self.root = Path(root)
+        self.report = report if report is not None else MaskReport()
         self._items = list(items)
         self._case_id = case_id
         self._load = load
@@ -574,17 +792,19 @@ def pair_reader(
     pairs: Sequence[Pair],
     *,
     channels: int,
-    binarise: Binarise,
+    binarise: BinaryRule | Binarise,
     label_map: bool = False,
 ) -> CaseReader[Pair]:
     """The usual 2D reader: :class:`CaseReader` over pairs decoded with :func:`load_2d`."""
+    report = MaskReport()
     return CaseReader(
         source_id,
         root,
         layout,
         sorted(pairs, key=lambda p: p.case_id),
         lambda p: p.case_id,
-        lambda p: load_2d(p, channels=channels, binarise=binarise, label_map=label_map),
+        lambda p: load_2d(p, channels=channels, binarise=binarise, label_map=label_map, report=report),
+        report=report,
     )
 
 

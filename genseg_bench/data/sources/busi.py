@@ -13,9 +13,10 @@ from pathlib import Path
 
 from genseg_bench.data.sources import SourceInfo
 from genseg_bench.data.sources._common import (
+    STRAY_RULE,
+    THRESHOLD_127,
     CaseReader,
     Pair,
-    exact_binary,
     index_files,
     list_files,
     locate,
@@ -38,9 +39,10 @@ LAYOUT = """\
 """
 
 BINARISATION = (
-    "Each _mask*.png is binary (exact_binary); an image's _mask and its extra _mask_1, _mask_2 "
-    "files are united (several lesions). Images from benign/ and malignant/; normal/ is left out. "
-    "Case id: <class>/<stem>, e.g. 'benign/benign (1)'."
+    "Each _mask*.png is a 0/255 mask, binarised with threshold(mask, 127); an image's _mask and "
+    "its extra _mask_1, _mask_2 files are united (several lesions). Images from benign/ and "
+    "malignant/; normal/ is left out. Case id: <class>/<stem>, e.g. 'benign/benign (1)'. "
+    f"{STRAY_RULE}"
 )
 
 
@@ -79,7 +81,7 @@ def read(root: Path) -> CaseReader[Pair]:
     """Read the benign and malignant scans with their united lesion masks."""
     base, _ = locate(root, ID, LAYOUT, [CLASSES])
     pairs = [p for cls in CLASSES for p in _class_pairs(base / cls)]
-    return pair_reader(ID, root, LAYOUT, pairs, channels=1, binarise=exact_binary)
+    return pair_reader(ID, root, LAYOUT, pairs, channels=1, binarise=THRESHOLD_127)
 
 
 SOURCE = SourceInfo(

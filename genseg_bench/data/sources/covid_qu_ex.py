@@ -12,9 +12,10 @@ from pathlib import Path
 
 from genseg_bench.data.sources import SourceInfo
 from genseg_bench.data.sources._common import (
+    STRAY_RULE,
+    THRESHOLD_127,
     CaseReader,
     Pair,
-    exact_binary,
     layout_hint,
     pair_folders,
     pair_reader,
@@ -39,7 +40,9 @@ LAYOUT = f"""\
   Infection Segmentation Data/           (ignored)
 """
 
-BINARISATION = "Lung masks are binary PNGs (both lungs in one file); exact_binary."
+BINARISATION = (
+    f"Lung masks are 0/255 PNGs (both lungs in one file), binarised with threshold(mask, 127). {STRAY_RULE}"
+)
 
 
 def _find_base(root: Path) -> Path:
@@ -73,7 +76,7 @@ def read(root: Path) -> CaseReader[Pair]:
             pairs += pair_folders(
                 images, masks, image_exts=(".png",), mask_exts=(".png",), id_prefix=f"{split}/{cls.name}/"
             )
-    return pair_reader(ID, root, LAYOUT, pairs, channels=1, binarise=exact_binary)
+    return pair_reader(ID, root, LAYOUT, pairs, channels=1, binarise=THRESHOLD_127)
 
 
 SOURCE = SourceInfo(

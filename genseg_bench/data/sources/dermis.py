@@ -10,7 +10,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from genseg_bench.data.sources import SourceInfo
-from genseg_bench.data.sources._common import CaseReader, Pair, pair_reader, threshold, waterloo_pairs
+from genseg_bench.data.sources._common import (
+    STRAY_RULE,
+    THRESHOLD_127,
+    CaseReader,
+    Pair,
+    pair_reader,
+    waterloo_pairs,
+)
 
 ID = "dermis"
 
@@ -25,14 +32,14 @@ A folder of *_orig.jpg + *_contour.png pairs with no 'dermIS' folder in its tree
 
 BINARISATION = (
     "Contour PNG = filled lesion mask; threshold(mask, 127) (robust to anti-aliased or "
-    "re-encoded edges). Case id: <melanoma|notmelanoma>/<name>."
+    f"re-encoded edges). Case id: <melanoma|notmelanoma>/<name>. {STRAY_RULE}"
 )
 
 
 def read(root: Path) -> CaseReader[Pair]:
     """Read the DermIS pairs of the Waterloo archive."""
     pairs = waterloo_pairs(root, ID, LAYOUT, "dermis")
-    return pair_reader(ID, root, LAYOUT, pairs, channels=3, binarise=lambda m, _: threshold(m, 127))
+    return pair_reader(ID, root, LAYOUT, pairs, channels=3, binarise=THRESHOLD_127)
 
 
 SOURCE = SourceInfo(

@@ -9,7 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from genseg_bench.data.sources import SourceInfo
-from genseg_bench.data.sources._common import CaseReader, Pair, pair_reader, threshold, waterloo_pairs
+from genseg_bench.data.sources._common import (
+    STRAY_RULE,
+    THRESHOLD_127,
+    CaseReader,
+    Pair,
+    pair_reader,
+    waterloo_pairs,
+)
 
 ID = "dermquest"
 
@@ -24,14 +31,14 @@ A folder of *_orig.jpg + *_contour.png pairs with no 'dermquest' folder in its t
 
 BINARISATION = (
     "Contour PNG = filled lesion mask; threshold(mask, 127) (robust to anti-aliased or "
-    "re-encoded edges). Case id: <melanoma|notmelanoma>/<name>."
+    f"re-encoded edges). Case id: <melanoma|notmelanoma>/<name>. {STRAY_RULE}"
 )
 
 
 def read(root: Path) -> CaseReader[Pair]:
     """Read the DermQuest pairs of the Waterloo archive."""
     pairs = waterloo_pairs(root, ID, LAYOUT, "dermquest")
-    return pair_reader(ID, root, LAYOUT, pairs, channels=3, binarise=lambda m, _: threshold(m, 127))
+    return pair_reader(ID, root, LAYOUT, pairs, channels=3, binarise=THRESHOLD_127)
 
 
 SOURCE = SourceInfo(

@@ -1,7 +1,10 @@
 """FetReg 2021 (EndoVis challenge): placental vessels in fetoscopy, vessel class only.
 
-2,718 annotated frames from 18 fetoscopic videos, labelled with four classes;
-the paper segments placental vessels, so the vessel class alone is the mask.
+The public training release holds 2,060 annotated frames from 18 fetoscopic
+videos (the challenge's 658 test frames, from 6 more videos, are not public:
+2,718 in all; github.com/sophiabano/EndoVis-FetReg2021), labelled with four
+classes; the paper segments placental vessels, so the vessel class alone is the
+mask. Frames of one video are near-duplicates, so splits group them by video.
 """
 
 from __future__ import annotations
@@ -45,6 +48,17 @@ def vessel(labels: np.ndarray, path: Path) -> np.ndarray:
     return class_value(labels, VESSEL)
 
 
+def video(case_id: str) -> str:
+    """The video of a frame: ``Video001/Video001_frame01250`` -> ``Video001``.
+
+    Frames of one fetoscopy video are near-duplicates, so splits keep a video on one side.
+    An id without the folder (the root was one video's folder) uses the file stem's
+    ``Video001`` prefix, which the official file names carry.
+    """
+    head, sep, _ = case_id.partition("/")
+    return head if sep else case_id.split("_frame")[0]
+
+
 def read(root: Path) -> CaseReader[Pair]:
     """Read every ``VideoNNN/{images,labels}`` pair."""
     pairs = folder_pairs(
@@ -69,4 +83,5 @@ SOURCE = SourceInfo(
     layout=LAYOUT,
     binarisation=BINARISATION,
     read=read,
+    group=video,
 )

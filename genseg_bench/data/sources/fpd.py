@@ -7,12 +7,22 @@ archive is organised per video; a flat images/ + masks/ copy is read as well.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from genseg_bench.data.sources import SourceInfo
-from genseg_bench.data.sources._common import CaseReader, Pair, folder_pairs, pair_reader, threshold
+from genseg_bench.data.sources._common import (
+    STRAY_RULE,
+    THRESHOLD_127,
+    CaseReader,
+    Pair,
+    folder_pairs,
+    pair_reader,
+)
 
 ID = "fpd"
+_FRAME = re.compile(r"^(.+?)_\d+$")
+"""``<video>_<frame number>``: the FPD file-name pattern."""
 MASK_DIRS = ("masks", "masks_gt", "labels", "annotations", "gt")
 
 LAYOUT = """\
@@ -27,14 +37,30 @@ or, flat:  <root>/images/*.png  +  <root>/masks/*.png
 
 BINARISATION = (
     "Binary vessel masks; threshold(mask, 127) so re-encoded or resized copies of the "
-    "masks read the same. Case id: <video folder>/<stem>, or <stem> for the flat layout."
+    "masks read the same. Case id: <video folder>/<stem>, or <stem> for the flat layout. "
+    f"{STRAY_RULE}"
 )
+
+
+def video(case_id: str) -> str:
+    """The video of a frame: its folder (``anon001/anon001_00001`` -> ``anon001``).
+
+    The archive keeps one folder per in-vivo video, and frames of one video are
+    near-duplicates, so splits keep a video on one side. In the flat layout the file
+    stem's prefix before the frame number (``anon001_00001`` -> ``anon001``) names the
+    video; a stem without one is its own group.
+    """
+    head, sep, _ = case_id.partition("/")
+    if sep:
+        return head
+    m = _FRAME.match(case_id)
+    return m.group(1) if m else case_id
 
 
 def read(root: Path) -> CaseReader[Pair]:
     """Read every ``<video>/{images,masks}`` pair (or the flat layout)."""
     pairs = folder_pairs(root, ID, LAYOUT, mask_dirs=MASK_DIRS, id_from="name")
-    return pair_reader(ID, root, LAYOUT, pairs, channels=3, binarise=lambda m, _: threshold(m, 127))
+    return pair_reader(ID, root, LAYOUT, pairs, channels=3, binarise=THRESHOLD_127)
 
 
 SOURCE = SourceInfo(
@@ -53,4 +79,5 @@ SOURCE = SourceInfo(
     layout=LAYOUT,
     binarisation=BINARISATION,
     read=read,
+    group=video,
 )

@@ -11,9 +11,10 @@ from pathlib import Path
 
 from genseg_bench.data.sources import SourceInfo
 from genseg_bench.data.sources._common import (
+    STRAY_RULE,
+    THRESHOLD_127,
     CaseReader,
     Pair,
-    exact_binary,
     locate,
     pair_folders,
     pair_reader,
@@ -32,7 +33,11 @@ LAYOUT = """\
   test/images/                           (ignored: no public labels)
 """
 
-BINARISATION = "Binary ulcer masks (exact_binary). Case id: <split>/<stem>, e.g. train/0011."
+BINARISATION = (
+    "Ulcer masks are 0/255 PNGs (the official validation/labels/0233.png is RGB and also holds "
+    "252 pixels of value 32), binarised with threshold(mask, 127), so those 32s are background. "
+    f"{STRAY_RULE} Case id: <split>/<stem>, e.g. train/0011."
+)
 
 
 def read(root: Path) -> CaseReader[Pair]:
@@ -42,7 +47,7 @@ def read(root: Path) -> CaseReader[Pair]:
     for split in SPLITS:
         if split == "train" or (base / split / "images").is_dir():
             pairs += pair_folders(base / split / "images", base / split / "labels", id_prefix=f"{split}/")
-    return pair_reader(ID, root, LAYOUT, pairs, channels=3, binarise=exact_binary)
+    return pair_reader(ID, root, LAYOUT, pairs, channels=3, binarise=THRESHOLD_127)
 
 
 SOURCE = SourceInfo(

@@ -10,7 +10,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from genseg_bench.data.sources import SourceInfo
-from genseg_bench.data.sources._common import CaseReader, Pair, folder_pairs, pair_reader, threshold
+from genseg_bench.data.sources._common import (
+    STRAY_RULE,
+    THRESHOLD_127,
+    CaseReader,
+    Pair,
+    folder_pairs,
+    pair_reader,
+)
 
 ID = "icfluid"
 MASK_DIRS = ("masks", "mask", "labels", "GT", "ground_truth")
@@ -25,14 +32,15 @@ or one such pair per split:  <root>/train/{images,masks}/, <root>/test/{images,m
 
 BINARISATION = (
     "Fluid masks; threshold(mask, 127), which reads 0/255 PNG masks and JPEG-encoded "
-    "masks alike. Case id: <stem>, or <split>/<stem> for the per-split layout."
+    "masks alike. Case id: <stem>, or <split>/<stem> for the per-split layout. "
+    f"{STRAY_RULE}"
 )
 
 
 def read(root: Path) -> CaseReader[Pair]:
     """Read every ``images/`` + ``masks/`` pair under the root."""
     pairs = folder_pairs(root, ID, LAYOUT, mask_dirs=MASK_DIRS, id_from="relative")
-    return pair_reader(ID, root, LAYOUT, pairs, channels=1, binarise=lambda m, _: threshold(m, 127))
+    return pair_reader(ID, root, LAYOUT, pairs, channels=1, binarise=THRESHOLD_127)
 
 
 SOURCE = SourceInfo(

@@ -11,9 +11,10 @@ from pathlib import Path
 
 from genseg_bench.data.sources import SourceInfo
 from genseg_bench.data.sources._common import (
+    STRAY_RULE,
+    THRESHOLD_127,
     CaseReader,
     Pair,
-    exact_binary,
     locate,
     pair_folders,
     pair_reader,
@@ -30,8 +31,7 @@ LAYOUT = f"""\
 """
 
 BINARISATION = (
-    "The ground-truth PNGs are binary (0 background, 255 lesion); exact_binary: a mask "
-    "with more than two values is an error."
+    f"The ground-truth PNGs are 0 background, 255 lesion, binarised with threshold(mask, 127). {STRAY_RULE}"
 )
 
 
@@ -45,7 +45,7 @@ def read(root: Path) -> CaseReader[Pair]:
         mask_exts=(".png",),
         mask_suffix="_segmentation",
     )
-    return pair_reader(ID, root, LAYOUT, pairs, channels=3, binarise=exact_binary)
+    return pair_reader(ID, root, LAYOUT, pairs, channels=3, binarise=THRESHOLD_127)
 
 
 SOURCE = SourceInfo(

@@ -17,9 +17,12 @@ from PIL import Image
 
 from genseg_bench.data.sources import SourceInfo
 from genseg_bench.data.sources._common import (
+    STRAY_RULE,
+    THRESHOLD_127,
     CaseReader,
+    MaskReport,
+    binarise_mask,
     corrupt,
-    exact_binary,
     index_files,
     layout_hint,
     list_files,
@@ -46,11 +49,11 @@ LAYOUT = """\
 """
 
 BINARISATION = (
-    "SCR left-lung and right-lung GIFs (exact_binary each) united into one lung mask. The "
+    "SCR left-lung and right-lung GIFs (0/255; threshold(mask, 127) each) united into one lung mask. The "
     "2048x2048 image is block-averaged to the mask grid (1024x1024) and its 12-bit values are "
     "inverted and scaled to uint8 (v' = (4095 - v) * 255 / 4095): JSRT raw values are high where "
     "the film is dark, so inversion gives the usual display (lungs dark), as in the Montgomery "
-    "and Shenzhen PNGs used as out-of-domain tests."
+    f"and Shenzhen PNGs used as out-of-domain tests. {STRAY_RULE}"
 )
 
 
@@ -95,8 +98,8 @@ def to_grid(values: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return np.asarray(im.resize((tw, th), Image.Resampling.BILINEAR), dtype=np.float64)
 
 
-def _load(item: _Item) -> Case:
-    masks = [exact_binary(read_mask(p), p) for p in (item.left, item.right)]
+def _load(item: _Item, report: MaskReport) -> Case:
+    masks = [binarise_mask(read_mask(p), p, THRESHOLD_127, report) for p in (item.left, item.right)]
     mask = union(masks, [item.left, item.right])
     values = to_grid(read_img(item.image).astype(np.float64), mask.shape)
     grey = np.round((MAX_VALUE - values) * (255.0 / MAX_VALUE)).clip(0, 255).astype(np.uint8)
@@ -144,7 +147,8 @@ def read(root: Path) -> CaseReader[_Item]:
         expected_image=lambda k, _: root / "All247images" / f"{k}.IMG",
     )
     items = [_Item(k, img, left, joined_right[k][1]) for k, (img, left) in sorted(joined_left.items())]
-    return CaseReader(ID, root, LAYOUT, items, lambda it: it.case_id, _load)
+    report = MaskReport()
+    return CaseReader(ID, root, LAYOUT, items, lambda it: it.case_id, lambda it: _load(it, report), report)
 
 
 SOURCE = SourceInfo(

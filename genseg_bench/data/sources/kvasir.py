@@ -10,7 +10,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from genseg_bench.data.sources import SourceInfo
-from genseg_bench.data.sources._common import CaseReader, Pair, locate, pair_folders, pair_reader, threshold
+from genseg_bench.data.sources._common import (
+    STRAY_RULE,
+    THRESHOLD_127,
+    CaseReader,
+    Pair,
+    locate,
+    pair_folders,
+    pair_reader,
+)
 
 ID = "kvasir"
 
@@ -21,14 +29,14 @@ LAYOUT = """\
   kavsir_bboxes.json                          (ignored)
 """
 
-BINARISATION = "JPEG masks (grey levels with compression noise): threshold(mask, 127)."
+BINARISATION = f"JPEG masks (grey levels with compression noise): threshold(mask, 127). {STRAY_RULE}"
 
 
 def read(root: Path) -> CaseReader[Pair]:
     """Read the image/mask pairs; case id = file stem."""
     base, _ = locate(root, ID, LAYOUT, [("images", "masks")])
     pairs = pair_folders(base / "images", base / "masks")
-    return pair_reader(ID, root, LAYOUT, pairs, channels=3, binarise=lambda m, _: threshold(m, 127))
+    return pair_reader(ID, root, LAYOUT, pairs, channels=3, binarise=THRESHOLD_127)
 
 
 SOURCE = SourceInfo(

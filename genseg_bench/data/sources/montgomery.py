@@ -10,9 +10,10 @@ from pathlib import Path
 
 from genseg_bench.data.sources import SourceInfo
 from genseg_bench.data.sources._common import (
+    STRAY_RULE,
+    THRESHOLD_127,
     CaseReader,
     Pair,
-    exact_binary,
     locate,
     pair_folders,
     pair_reader,
@@ -32,7 +33,10 @@ LAYOUT = f"""\
   ClinicalReadings/                      (ignored)
 """
 
-BINARISATION = "leftMask and rightMask PNGs (exact_binary each) united into one lung mask."
+BINARISATION = (
+    "leftMask and rightMask PNGs (0/255), each binarised with threshold(mask, 127), united into "
+    f"one lung mask. {STRAY_RULE}"
+)
 
 
 def read(root: Path) -> CaseReader[Pair]:
@@ -44,7 +48,7 @@ def read(root: Path) -> CaseReader[Pair]:
         for p in pair_folders(base / IMAGES, base / RIGHT, image_exts=(".png",), mask_exts=(".png",))
     }
     pairs = [Pair(p.case_id, p.image, (p.masks[0], right[p.case_id].masks[0])) for p in left]
-    return pair_reader(ID, root, LAYOUT, pairs, channels=1, binarise=exact_binary)
+    return pair_reader(ID, root, LAYOUT, pairs, channels=1, binarise=THRESHOLD_127)
 
 
 SOURCE = SourceInfo(

@@ -10,9 +10,10 @@ from pathlib import Path
 
 from genseg_bench.data.sources import SourceInfo
 from genseg_bench.data.sources._common import (
+    STRAY_RULE,
+    THRESHOLD_127,
     CaseReader,
     Pair,
-    exact_binary,
     locate,
     match,
     pair_reader,
@@ -32,7 +33,7 @@ LAYOUT = f"""\
     IMD003/ ...
 """
 
-BINARISATION = "The lesion BMPs are binary (0/255); exact_binary: more than two values is an error."
+BINARISATION = f"The lesion BMPs are 0/255, binarised with threshold(mask, 127). {STRAY_RULE}"
 
 
 def read(root: Path) -> CaseReader[Pair]:
@@ -57,7 +58,7 @@ def read(root: Path) -> CaseReader[Pair]:
         expected_image=lambda k, _: base / IMAGES / k / f"{k}_Dermoscopic_Image" / f"{k}.bmp",
     )
     pairs = [Pair(k, img, (m,)) for k, (img, m) in joined.items()]
-    return pair_reader(ID, root, LAYOUT, pairs, channels=3, binarise=exact_binary)
+    return pair_reader(ID, root, LAYOUT, pairs, channels=3, binarise=THRESHOLD_127)
 
 
 SOURCE = SourceInfo(

@@ -11,7 +11,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from genseg_bench.data.sources import SourceInfo
-from genseg_bench.data.sources._common import CaseReader, Pair, locate, pair_folders, pair_reader, threshold
+from genseg_bench.data.sources._common import (
+    STRAY_RULE,
+    THRESHOLD_127,
+    CaseReader,
+    Pair,
+    locate,
+    pair_folders,
+    pair_reader,
+)
 
 ID = "nlm-sz"
 IMAGES = "CXR_png"
@@ -28,7 +36,7 @@ Only CHNCXR_* files are read, so a folder shared with the Montgomery files works
 BINARISATION = (
     "One mask per image with both lungs; threshold(mask, 127) (the masks were drawn "
     "separately from the NLM release and may carry anti-aliased edges). Images without "
-    "a mask are unlabelled and skipped; a mask without an image is an error."
+    f"a mask are unlabelled and skipped; a mask without an image is an error. {STRAY_RULE}"
 )
 
 
@@ -44,7 +52,7 @@ def read(root: Path) -> CaseReader[Pair]:
         skip_unlabelled=True,
         image_filter=lambda stem: stem.upper().startswith("CHNCXR"),
     )
-    return pair_reader(ID, root, LAYOUT, pairs, channels=1, binarise=lambda m, _: threshold(m, 127))
+    return pair_reader(ID, root, LAYOUT, pairs, channels=1, binarise=THRESHOLD_127)
 
 
 SOURCE = SourceInfo(

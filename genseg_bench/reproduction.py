@@ -1,0 +1,191 @@
+"""The measured reproduction table: a Markdown report built from result files alone.
+
+``genseg-bench reproduction`` turns the result files of a few tasks into one
+document: per task, every method's score on every test set (mean +- std over the
+seeds that ran, with the seeds named), its split (train + validation), budget
+(updates, images the segmenter processed), wall time and run flags; the paired
+tests of one method against every other; the paper's numbers beside them; and a
+verdict line per paper claim computed from the numbers. Nothing in it is typed
+by hand, so rerunning the command after more runs finish updates every number.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+
+from genseg_bench import report as rep
+from genseg_bench.catalog import Catalog
+from genseg_bench.metrics import EMPTY_POLICY
+from genseg_bench.results import iter_results
+from genseg_bench.specs import RunResult, TaskSpec
+
+ALPHA = 0.05
+
+
+def _f(x: float | None, signed: bool = False, digits: int = 3) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "-"
+    return f"{x:+.{digits}f}" if signed else f"{x:.{digits}f}"
+
+
+def _profile_line(runs: list[RunResult]) -> str:
+    """The budget every run of a task shared (profiles are equal across methods by construction)."""
+    profiles = {r.spec.profile for r in runs}
+    p = runs[0].profile
+    size = {int(r.profile.get("image_size") or 0) for r in runs}
+    return (
+        f"profile {', '.join(sorted(profiles))}: {p.get('iterations')} iterations, batch {p.get('batch_size')}, "
+        f"image side {', '.join(str(s) for s in sorted(size)) or 'task default'}, validation every "
+        f"{p.get('eval_every')} iterations (ReduceLROnPlateau, patience {p.get('plateau_patience')}), "
+        f"segmenter RMSprop lr {p.get('seg_lr')}, generator Adam lr {p.get('gen_lr')}, "
+        f"architecture Adam lr {p.get('arch_lr')}, generator width {p.get('gen_width')}"
+    )
+
+
+def _verdict(test: rep.PairedTest, paper_gain: float | None) -> str:
+    """One sentence from a paired test and, where the paper gives one, its claimed gain."""
+    if test.p_value is None:
+        sig = f"{test.n_pairs} pair(s): too few seeds for a test"
+    elif test.p_value < ALPHA:
+        sig = f"significant at {ALPHA} (p = {test.p_value:.3f}, {test.n_pairs} seeds)"
+    else:
+        sig = f"not significant (p = {test.p_value:.3f}, {test.n_pairs} seeds)"
+    line = f"{test.method_a} − {test.method_b} on {test.test_set}: {test.mean_diff:+.3f}, {sig}"
+    if paper_gain is not None:
+        holds = test.mean_diff > 0 and (test.p_value is not None and test.p_value < ALPHA)
+        direction = "same sign" if (test.mean_diff > 0) == (paper_gain > 0) else "opposite sign"
+        line += f". Paper: {paper_gain:+.3f} ({direction}); the claim {'holds' if holds else 'does not hold'} here"
+    return line + "."
+
+
+def task_section(task: TaskSpec, runs: list[RunResult], methods: Sequence[str], anchor: str) -> list[str]:
+    """The Markdown of one task: setup, score table, budgets, paired tests, verdicts."""
+    runs = [r for r in runs if r.spec.method in methods or rep.method_label(r) in methods]
+    lines = [f"## {task.id}", "", task.description, ""]
+    if not runs:
+        return [*lines, "No result files for this task yet.", ""]
+    ok = [r for r in runs if r.status == "ok"]
+    lines += [
+        f"Metric: {task.metric} (per case, mean over cases). Test sets: "
+        + ", ".join(
+            f"{t.name} ({'held-out part' if t.split == 'test' else 'every case'}, {t.domain}-domain)"
+            for t in task.test_sets
+        )
+        + ".",
+        "",
+        _profile_line(runs) + ".",
+        "",
+    ]
+    rows = [r for r in rep.aggregate(task, runs)]
+    by_method: dict[str, list[RunResult]] = defaultdict(list)
+    for r in ok:
+        by_method[rep.method_label(r)].append(r)
+    test_names = [t.name for t in task.test_sets]
+    header = [
+        "method",
+        "n (train+val)",
+        "seeds",
+        *test_names,
+        "updates",
+        "images seen",
+        "wall (min)",
+        "flags",
+    ]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    order = [m for m in methods if any(r.method == m for r in rows)]
+    for m in order:
+        cells = {r.test_set: r for r in rows if r.method == m}
+        first = next(iter(cells.values()))
+        scores = [
+            f"{cells[t].mean:.3f} ± {cells[t].std:.3f}" if t in cells and cells[t].n_seeds else "-"
+            for t in test_names
+        ]
+        walls = [r.wall_time_s / 60 for r in by_method.get(m, [])]
+        seeds = ",".join(str(s) for s in first.seeds) + (f" ({first.failed} failed)" if first.failed else "")
+        n = f"{first.train_size} ({first.n_train}+{first.n_val})" if first.n_train else str(first.train_size)
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    m,
+                    n,
+                    seeds or "-",
+                    *scores,
+                    f"{first.updates:,}" if first.updates else "-",
+                    f"{first.images_seen:,}" if first.images_seen else "-",
+                    f"{statistics.fmean(walls):.1f}" if walls else "-",
+                    "; ".join(first.flags) or "-",
+                ]
+            )
+            + " |"
+        )
+    failed = [r for r in runs if r.status == "failed"]
+    for r in failed:
+        first_line = (r.error or "").splitlines()[0] if r.error else ""
+        lines.append("")
+        lines.append(f"Failed: {r.spec.method} seed {r.spec.seed}: `{first_line}`")
+    refs = [ref for ref in task.references if ref.method in methods]
+    if refs:
+        lines += ["", "Paper numbers for this task:", ""]
+        for ref in refs:
+            what = f"{ref.value:+.3f} over {ref.baseline}" if ref.kind == "gain" else f"{ref.value:.3f}"
+            lines.append(f"- {ref.method}, n = {ref.train_size}, {ref.test_set}: {what} ({ref.figure})")
+    anchor_runs = [m for m in order if m == anchor]
+    if anchor_runs:
+        lines += ["", f"Paired two-sided t-tests across seeds, {anchor} against each method:", ""]
+        gains = {
+            (ref.baseline, ref.test_set): ref.value
+            for ref in task.references
+            if ref.kind == "gain" and ref.method == anchor
+        }
+        scores_ref = {(ref.method, ref.test_set): ref.value for ref in task.references if ref.kind == "score"}
+        any_test = False
+        for other in order:
+            if other == anchor:
+                continue
+            for t in rep.paired_tests(task, runs, anchor, other):
+                any_test = True
+                gain = gains.get((other, t.test_set))
+                if gain is None and (anchor, t.test_set) in scores_ref and (other, t.test_set) in scores_ref:
+                    gain = scores_ref[(anchor, t.test_set)] - scores_ref[(other, t.test_set)]
+                lines.append(f"- {_verdict(t, gain)}")
+        if not any_test:
+            lines.append("- no seed has both methods yet.")
+    lines.append("")
+    return lines
+
+
+def build(
+    catalog: Catalog,
+    results_dir: Path,
+    tasks: Sequence[str],
+    methods: Sequence[str],
+    anchor: str,
+    preamble: str = "",
+) -> str:
+    """The whole document (Markdown) for ``tasks`` x ``methods`` from the results under ``results_dir``."""
+    out = [
+        "# Measured reproduction",
+        "",
+        "Generated by `genseg-bench reproduction` from the result files in "
+        f"`{results_dir.as_posix()}`; every number below comes from those files.",
+        "",
+        f"Scores: {EMPTY_POLICY} ± is the sample standard deviation over the seeds listed. "
+        "*n (train+val)*: the n labelled cases of a run, validation carved out of them. "
+        "*Images seen*: images the segmenter processed in training forwards (real, augmented and "
+        "generated), so a gain of generation can be told from a gain of batch size. "
+        "Flags: `lr collapsed early` (segmenter lr below 1e-3 of its start within 10 % of the "
+        "budget), `best val = empty prediction` (the selected checkpoint predicts nothing).",
+        "",
+    ]
+    if preamble:
+        out += [preamble.strip(), ""]
+    for task_id in tasks:
+        task = catalog.task(task_id)
+        runs = list(iter_results(results_dir, task_id)) if (results_dir / task_id).is_dir() else []
+        out += task_section(task, runs, methods, anchor)
+    return "\n".join(out).rstrip() + "\n"
