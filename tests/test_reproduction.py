@@ -1,0 +1,98 @@
+"""The reproduction document is built from result files alone: its numbers are the files' numbers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from genseg_bench.catalog import Catalog
+from genseg_bench.cli import app
+from genseg_bench.reproduction import build
+from genseg_bench.results import write_result
+from genseg_bench.specs import RunResult, RunSpec, TaskSpec, TestSetResult
+
+
+def _result(task: TaskSpec, method: str, seed: int, scores: dict[str, float], ok: bool = True) -> RunResult:
+    spec = RunSpec(
+        task=task.id,
+        method=method,
+        train_size=40,
+        seed=seed,
+        profile="cpu",
+        task_hash="t",
+        method_hash=method,
+        profile_hash="p",
+        data_fingerprints={"x": "f"},
+    )
+    sets = {
+        n: TestSetResult(case_ids=["a"], dice=[v], jaccard=[v], mean_dice=v, mean_jaccard=v)
+        for n, v in scores.items()
+    }
+    return RunResult(
+        run_id=spec.run_id,
+        spec=spec,
+        status="ok" if ok else "failed",
+        error=None if ok else "TrainingDiverged: GAN loss became nan at iteration 3",
+        metric=task.metric,
+        test_sets=sets if ok else {},
+        train_cases=[f"t{i}" for i in range(32)],
+        val_cases=[f"v{i}" for i in range(8)],
+        wall_time_s=600.0,
+        iterations=800,
+        budget={"updates": 800, "images_seen": 6400 * (2 if method != "unet" else 1)},
+        profile={"iterations": 800, "batch_size": 8, "image_size": 128, "eval_every": 50},
+    )
+
+
+def test_document_numbers_come_from_the_result_files(tmp_path: Path) -> None:
+    catalog = Catalog.load()
+    task = catalog.task("synthetic-ood")
+    a, b = (t.name for t in task.test_sets)
+    results = tmp_path / "results"
+    for seed, (g, u) in enumerate([(0.80, 0.70), (0.82, 0.71), (0.81, 0.69)]):
+        write_result(results, _result(task, "genseg-unet", seed, {a: g, b: g - 0.2}))
+        write_result(results, _result(task, "unet", seed, {a: u, b: g - 0.2 + 0.01 * (seed - 1)}))
+    write_result(results, _result(task, "unet-real-x2", 0, {}, ok=False))
+    loops = [
+        {
+            "seed": 0,
+            "n_train": 32,
+            "n_val": 8,
+            "budget_s": 600.0,
+            "suite_iterations": 800,
+            "loop_iterations": 900,
+            "loop_test_in_domain": 0.65,
+            "suite_scores": {a: 0.70, b: 0.5},
+            f"loop_test_{b}": 0.4,
+        }
+    ]
+    doc = build(
+        catalog, results, ["synthetic-ood"], ["unet", "unet-real-x2", "genseg-unet"], "genseg-unet", "", loops
+    )
+    assert "| genseg-unet | 40 (32+8) | 0,1,2 | 0.810 ± 0.010 |" in doc
+    assert "| unet | 40 (32+8) | 0,1,2 | 0.700 ± 0.010 |" in doc
+    assert "12,800" in doc and "6,400" in doc  # images seen, per method
+    assert f"genseg-unet − unet on {a}: +0.110, significant at 0.05" in doc
+    assert f"genseg-unet − unet on {b}: +0.000" in doc or f"genseg-unet − unet on {b}: -0.000" in doc
+    assert "Failed: unet-real-x2 seed 0: `TrainingDiverged: GAN loss became nan at iteration 3`" in doc
+    assert "| 0 | 32+8 | 600.0 | 800 | 900 | 0.700 | 0.650 | 0.500 | 0.400 |" in doc
+    assert "is at least as good as the loop" in doc
+
+
+def test_cli_writes_the_document(tmp_path: Path) -> None:
+    catalog = Catalog.load()
+    task = catalog.task("synthetic-ood")
+    results = tmp_path / "results"
+    write_result(results, _result(task, "unet", 0, {t.name: 0.5 for t in task.test_sets}))
+    loop = tmp_path / "loop.jsonl"
+    loop.write_text("")
+    out = tmp_path / "doc" / "reproduction.md"
+    res = CliRunner().invoke(
+        app,
+        ["reproduction", "--results", str(results), "--tasks", "synthetic-ood", "--methods", "unet",
+         "--independent", str(loop), "--out", str(out)],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    text = out.read_text()
+    assert text.startswith("# Measured reproduction") and "| unet | 40 (32+8) | 0 | 0.500 ± 0.000" in text
