@@ -98,6 +98,12 @@ def main() -> None:
     )
     ap.add_argument("--backbone", default="unet")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    ap.add_argument(
+        "--lookahead",
+        choices=["optimizer", "sgd"],
+        default="optimizer",
+        help="the unrolled step rule (GenSegConfig.lookahead); the cost is the same by design",
+    )
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -139,7 +145,9 @@ def main() -> None:
         gen, disc = prepare_model(gen, ctx, 2), prepare_model(disc, ctx, 2)  # type: ignore[assignment]
         return GenSegTrainer(cfg, gen, disc, seg, profile, amp=amp)  # type: ignore[arg-type]
 
-    e2e, joint, separate = trainer({}), trainer({"end_to_end": False}), trainer({"separate": True})
+    # no architecture warm-up: every timed end-to-end step runs the A level
+    e2e = trainer({"lookahead": args.lookahead, "arch_warmup": 0})
+    joint, separate = trainer({"end_to_end": False}), trainer({"separate": True})
     aug = GenSegConfig().augment_config()
     timer = PhaseTimer(device)
 
@@ -207,6 +215,7 @@ def main() -> None:
     print(
         f"device: {dev}; image {size}x{size}, batch {bs}, profile {profile.name}, "
         f"generator width {profile.gen_width}, backbone {args.backbone}, AMP {amp_on}, "
+        f"lookahead {args.lookahead}, "
         f"median of {args.repeats} (after {args.warmup} warm-up)"
     )
     base = med["supervised UNet step"]

@@ -7,6 +7,7 @@ naming the file or name at fault and the fix, with exit code 2, not a traceback.
 from __future__ import annotations
 
 import functools
+import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -329,13 +330,20 @@ def reproduction_cmd(
     preamble: Annotated[
         Path | None, typer.Option(help="A Markdown file placed after the header (setup notes; no numbers).")
     ] = None,
+    independent: Annotated[
+        Path | None,
+        typer.Option(help="JSON lines of benchmarks/independent_loop.py, shown as the baseline check."),
+    ] = None,
     out: Annotated[Path | None, typer.Option(help="Write here (default: print).")] = None,
 ) -> None:
     """A measured reproduction table (Markdown) built from result files alone: scores, budgets, tests, verdicts."""
     from genseg_bench.reproduction import build
 
     text = preamble.read_text() if preamble is not None else ""
-    doc = build(Catalog.load(), results, _names(tasks) or [], _names(methods) or [], anchor, text)
+    loops = []
+    if independent is not None:
+        loops = [json.loads(line) for line in independent.read_text().splitlines() if line.strip()]
+    doc = build(Catalog.load(), results, _names(tasks) or [], _names(methods) or [], anchor, text, loops)
     if out is None:
         sys.stdout.write(doc)
         return

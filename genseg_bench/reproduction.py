@@ -171,7 +171,8 @@ def independent_section(records: list[dict[str, object]]) -> list[str]:
         "",
         "`benchmarks/independent_loop.py` trains the same architecture with Adam (lr 1e-3), plain "
         "BCE and best-validation checkpointing, sharing no code path with the suite, on the same "
-        "train / validation / test cases, for the suite run's own wall time. Dice per case.",
+        "train / validation / test cases, for the wall-clock budget in the table (at least the suite "
+        "run's own training time on an otherwise idle machine). Dice per case.",
         "",
         "| seed | n train+val | wall budget (s) | suite it | loop it | suite in-domain | loop in-domain "
         "| suite out-of-domain | loop out-of-domain |",

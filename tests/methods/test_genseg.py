@@ -11,6 +11,7 @@ builds and runs, and bad input fails clearly or is recorded as a failed run.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from genseg_bench.methods.genseg import (
     GenSegBatch,
     GenSegConfig,
     GenSegMethod,
+    GenSegTrainer,
     hypergradient,
     unrolled_step,
 )
@@ -209,15 +211,37 @@ def traj_start(alphas: dict[str, dict[str, float]]) -> dict[str, dict[str, float
     return {cell: dict.fromkeys(ops, third) for cell, ops in alphas.items()}
 
 
+@pytest.mark.parametrize("lookahead", ["optimizer", "sgd"])
+def test_architecture_warmup_holds_A_then_the_search_moves_it(lookahead: str) -> None:
+    """No A step (and no hypergradient) in the first ``arch_warmup`` iterations; then A moves every step."""
+    gen, disc, seg = _tiny_models(torch.float32)
+    cfg = GenSegConfig(lookahead=lookahead)  # type: ignore[arg-type]
+    assert cfg.arch_warmup == 20  # the default (module docstring, *Warm-up*)
+    cfg = cfg.model_copy(update={"arch_warmup": 2})
+    trainer = GenSegTrainer(cfg, gen, disc, seg, SMOKE)
+    start = [a.detach().clone() for a in gen.arch_parameters()]
+    g0 = [p.detach().clone() for p in gen.weight_parameters()]
+    for it in (1, 2, 3):
+        trainer.end_to_end_step(_tiny_batch(torch.float32))
+        moved = any(not torch.equal(a, b) for a, b in zip(gen.arch_parameters(), start, strict=True))
+        assert moved == (it > 2), f"iteration {it}: A moved = {moved}"
+        assert (trainer.hypergrad_norm is None) == (it <= 2)
+    assert trainer.hypergrad_norm is not None and float(trainer.hypergrad_norm) > 0
+    assert all(not torch.equal(p, q) for p, q in zip(gen.weight_parameters(), g0, strict=True)), "G trains"
+
+
 # --- (c) through the runner: alphas in the result, the PNG grid beside it ------------------
 
 
 def test_genseg_run_via_the_runner_stores_moved_alphas_and_a_pair_grid(
     catalog: Catalog, store: Store, tmp_path: Path
 ) -> None:
-    # 12 iterations: the default warm-up (10) without A steps, then two end-to-end ones
-    profile = SMOKE.model_copy(update={"iterations": 12, "eval_every": 6})
-    s = run_grid(catalog, "synthetic-genseg", ["genseg-unet"], [8], [0], profile, store, tmp_path, CPU)
+    # genseg-unet with a warm-up of 3 of the 6 smoke iterations (the default 20 would take 20 iterations;
+    # test_architecture_warmup_* covers it): no A step before the first validation, three after
+    spec = catalog.method("genseg-unet")
+    spec = spec.model_copy(update={"name": "genseg-unet-w3", "config": {**spec.config, "arch_warmup": 3}})
+    cat = dataclasses.replace(catalog, methods={**catalog.methods, spec.name: spec})
+    s = run_grid(cat, "synthetic-genseg", [spec.name], [8], [0], SMOKE, store, tmp_path, CPU)
     (r,) = s.ran
     assert r.status == "ok", r.error
     alphas = r.extras["alphas"]
@@ -234,11 +258,11 @@ def test_genseg_run_via_the_runner_stores_moved_alphas_and_a_pair_grid(
     assert plot.endswith("alphas.png") and (tmp_path / plot).is_file()
     # the architecture's trajectory: one alpha table and one hypergradient norm per validation
     traj = r.trajectory
-    assert traj["iteration"] == [6, 12] and len(traj["alphas"]) == len(traj["hypergrad_norm"]) == 2
+    assert traj["iteration"] == [3, 6] and len(traj["alphas"]) == len(traj["hypergrad_norm"]) == 2
     assert traj["alphas"][0] == traj_start(alphas) and traj["alphas"][-1] == alphas
     assert traj["hypergrad_norm"][0] is None and traj["hypergrad_norm"][1] > 0  # None: in warm-up
     assert r.extras["max_alpha_shift"] == pytest.approx(moved, abs=1e-6)
-    assert r.extras["lookahead"] == "optimizer" and r.extras["arch_warmup"] == 10
+    assert r.extras["lookahead"] == "optimizer" and r.extras["arch_warmup"] == 3
 
 
 # --- variants ---------------------------------------------------------------------------------
@@ -267,7 +291,7 @@ def test_variants_build_and_run(
     catalog: Catalog, tmp_path: Path, name: str, mode: str, first_alphas: dict[str, float] | None
 ) -> None:
     spec = catalog.method(name)
-    extra = {"gan_iterations": 2} if mode == "separate" else {}
+    extra = {"gan_iterations": 2} if mode == "separate" else {"arch_warmup": 0}  # 2 iterations: both search
     spec = spec.model_copy(update={"config": {**spec.config, **extra}})
     fit = GenSegMethod(spec).fit(_tiny_data(6), _tiny_data(3, seed=1), _ctx(tmp_path, iterations=2))
     assert fit.extras["mode"] == mode and fit.iterations == 2
