@@ -442,11 +442,13 @@ def test_metric_channels_and_size(catalog: Catalog) -> None:
 
 
 def test_training_sizes_fit_the_training_pool(catalog: Catalog) -> None:
-    """Sizes a task asks for must be drawable after test and validation are set aside.
+    """Sizes a task asks for must be drawable from the non-test part, and leave a training case.
 
-    Rounds test and validation up (the conservative side). ``high_data_size`` is the
-    paper's "full training set", i.e. everything that is not test (the 3D tasks' 208
-    and 98 include the validation volumes), so it is checked against that pool.
+    Validation is carved out of the n labelled cases, so the n must fit the pool left after
+    the test part (rounded up: the conservative side), and the smallest n must keep at least
+    one training case after its validation cases. ``high_data_size`` is the paper's "full
+    training set", everything that is not test (the 3D tasks' 208 and 98 include the
+    validation volumes).
     """
     for task in catalog.tasks.values():
         if task.synthetic:
@@ -455,11 +457,11 @@ def test_training_sizes_fit_the_training_pool(catalog: Catalog) -> None:
         n_test = math.ceil(n * task.test_fraction) if any(t.split == "test" for t in task.test_sets) else 0
         pool = n - n_test
         rule = task.validation
-        n_val = max(rule.min_cases, math.ceil(pool * rule.fraction))
-        if rule.max_cases is not None:
-            n_val = min(n_val, rule.max_cases)
-        largest = max([*task.train_sizes, *task.sweep_sizes])
-        assert largest <= pool - n_val, f"{task.id}: n={largest} but only {pool - n_val} training cases"
+        sizes = [*task.train_sizes, *task.sweep_sizes]
+        largest, smallest = max(sizes), min(sizes)
+        assert largest <= pool, f"{task.id}: n={largest} but only {pool} non-test cases"
+        n_val = max(rule.min_cases, round(smallest * rule.fraction))
+        assert n_val < smallest, f"{task.id}: n={smallest} leaves no training case after {n_val} validation"
         if task.high_data_size:
             assert task.high_data_size <= pool, f"{task.id}: high_data_size {task.high_data_size} > {pool}"
 
