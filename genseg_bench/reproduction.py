@@ -80,7 +80,7 @@ def task_section(task: TaskSpec, runs: list[RunResult], methods: Sequence[str], 
         _profile_line(runs) + ".",
         "",
     ]
-    rows = [r for r in rep.aggregate(task, runs)]
+    rows = rep.aggregate(task, runs)
     by_method: dict[str, list[RunResult]] = defaultdict(list)
     for r in ok:
         by_method[rep.method_label(r)].append(r)
@@ -134,8 +134,7 @@ def task_section(task: TaskSpec, runs: list[RunResult], methods: Sequence[str], 
         for ref in refs:
             what = f"{ref.value:+.3f} over {ref.baseline}" if ref.kind == "gain" else f"{ref.value:.3f}"
             lines.append(f"- {ref.method}, n = {ref.train_size}, {ref.test_set}: {what} ({ref.figure})")
-    anchor_runs = [m for m in order if m == anchor]
-    if anchor_runs:
+    if anchor in order:
         lines += ["", f"Paired two-sided t-tests across seeds, {anchor} against each method:", ""]
         gains = {
             (ref.baseline, ref.test_set): ref.value
