@@ -126,10 +126,8 @@ class BestCheckpoint:
     score: float = -math.inf
     iteration: int = 0
     state: dict[str, torch.Tensor] = field(default_factory=dict)
-    history: list[tuple[int, float]] = field(default_factory=list)
 
     def update(self, model: nn.Module, score: float, iteration: int) -> bool:
-        self.history.append((iteration, score))
         if score > self.score:
             self.score, self.iteration = score, iteration
             self.state = copy.deepcopy(model.state_dict())
