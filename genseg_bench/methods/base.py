@@ -12,11 +12,14 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
 from genseg_bench.specs import MethodSpec, Profile
+
+if TYPE_CHECKING:
+    from genseg_bench.methods.config import MethodConfig
 
 
 @dataclass
@@ -108,6 +111,14 @@ class Method(ABC):
     Implementations are constructed from a :class:`MethodSpec` and registered by
     ``kind`` (see ``genseg_bench.methods.registry``). Outside packages register
     their classes under the ``genseg_bench.methods`` entry-point group.
+    """
+
+    config_model: ClassVar[type[MethodConfig] | None] = None
+    """The typed model of ``spec.config`` (a :class:`~genseg_bench.methods.config.MethodConfig`).
+
+    With a model, unknown keys and bad values are errors before training and the
+    run identity hashes the config with its defaults filled in; None (an outside
+    method that reads its table itself) hashes the table as written.
     """
 
     def __init__(self, spec: MethodSpec) -> None:

@@ -124,19 +124,19 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from torch import nn
 from torch.func import functional_call
 
-from genseg_bench.augment import OPS, AugmentConfig, augment_masks
+from genseg_bench.augment import augment_masks
 from genseg_bench.errors import DataError, SpecError
 from genseg_bench.methods.base import FitContext, FitResult, Method, SegData
+from genseg_bench.methods.config import GenSegConfig
 from genseg_bench.methods.training import (
     ModulePredictor,
     TrainingMonitor,
@@ -152,7 +152,7 @@ from genseg_bench.methods.training import (
 from genseg_bench.models.discriminator import PatchDiscriminator
 from genseg_bench.models.generator import SearchableGenerator
 from genseg_bench.models.segmenters import build_segmenter
-from genseg_bench.specs import MethodSpec, Profile
+from genseg_bench.specs import Profile
 
 AmpFactory = Callable[[], contextlib.AbstractContextManager[None]]
 Timer = Callable[[str], None]
@@ -177,86 +177,6 @@ def _no_amp() -> contextlib.AbstractContextManager[None]:
 
 def _no_timer(phase: str) -> None:
     return None
-
-
-# --- configuration --------------------------------------------------------------------------
-
-
-class GenSegConfig(BaseModel):
-    """A GenSeg method spec's ``config`` table. Unknown keys are errors.
-
-    ``end_to_end`` defaults to "learnable cells and not separate": the architecture
-    level only exists when there are alphas to learn and the GAN is trained jointly.
-    Augmentation ranges left out take :class:`AugmentConfig`'s defaults, which the
-    supervised baselines share.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    gamma: float = Field(1.0, ge=0.0)
-    end_to_end: bool | None = None
-    separate: bool = False
-    cells: Literal["learnable", "fixed", "single"] = "learnable"
-    augment: list[str] = ["rotate", "flip", "translate"]
-    rotate_degrees: float | None = Field(None, ge=0.0, le=180.0)
-    translate_fraction: float | None = Field(None, ge=0.0, le=0.5)
-    elastic_alpha: float | None = Field(None, ge=0.0)
-    elastic_grid: int | None = Field(None, ge=2)
-    lambda_l1: float = Field(100.0, ge=0.0)
-    gan_iterations: int | None = Field(None, ge=1)
-    dropout: float = Field(0.5, ge=0.0, lt=1.0)
-    lookahead: Literal["optimizer", "sgd"] = "optimizer"
-    """The unrolled step rule (module docstring, *Lookahead*): ``"sgd"`` is Eq. 5 / 7 exactly."""
-    arch_warmup: int = Field(20, ge=0)
-    """End-to-end iterations at the start without the architecture level (module docstring, *Warm-up*)."""
-
-    @model_validator(mode="after")
-    def _consistent(self) -> GenSegConfig:
-        bad = [o for o in self.augment if o not in OPS]
-        if bad:
-            raise ValueError(f"unknown augmentation ops {bad}; known: {list(OPS)}")
-        if self.end_to_end and self.separate:
-            raise ValueError(
-                "separate = true trains the GAN before the segmenter, so end_to_end must be false"
-            )
-        if self.end_to_end and self.cells != "learnable":
-            raise ValueError(
-                f"cells = {self.cells!r} has no alphas to learn; end_to_end needs cells = 'learnable'"
-            )
-        if self.gan_iterations is not None and not self.separate:
-            raise ValueError("gan_iterations is the GAN pre-training budget of separate = true only")
-        return self
-
-    @property
-    def unrolled(self) -> bool:
-        """Whether the architecture level (the hypergradient) runs."""
-        if self.end_to_end is not None:
-            return self.end_to_end
-        return self.cells == "learnable" and not self.separate
-
-    @property
-    def mode(self) -> str:
-        return "separate" if self.separate else ("end-to-end" if self.unrolled else "joint")
-
-    def augment_config(self) -> AugmentConfig:
-        ranges = {
-            k: getattr(self, k)
-            for k in ("rotate_degrees", "translate_fraction", "elastic_alpha", "elastic_grid")
-            if getattr(self, k) is not None
-        }
-        return AugmentConfig(ops=tuple(self.augment), **ranges)
-
-    @classmethod
-    def from_spec(cls, spec: MethodSpec) -> GenSegConfig:
-        try:
-            return cls.model_validate(spec.config)
-        except ValidationError as exc:
-            lines = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or 'config'}: {e['msg']}" for e in exc.errors()
-            )
-            raise SpecError(
-                f"method {spec.name!r}: invalid GenSeg config: {lines}. Known keys: {sorted(cls.model_fields)}."
-            ) from exc
 
 
 # --- losses and the unrolled step -----------------------------------------------------------
@@ -747,6 +667,8 @@ def check_foreground(train: SegData, method: str) -> None:
 
 class GenSegMethod(Method):
     """GenSeg on any backbone of :func:`build_segmenter`, with the variants of :class:`GenSegConfig`."""
+
+    config_model = GenSegConfig
 
     def build(
         self, train: SegData, ctx: FitContext, cfg: GenSegConfig

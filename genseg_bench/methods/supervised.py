@@ -7,8 +7,9 @@ random transform to each image and its mask.
 
 from __future__ import annotations
 
-from genseg_bench.augment import AugmentConfig, augment_pair
+from genseg_bench.augment import augment_pair
 from genseg_bench.methods.base import FitContext, FitResult, Method, SegData
+from genseg_bench.methods.config import SupervisedConfig, parse_config
 from genseg_bench.methods.training import (
     ModulePredictor,
     TrainingMonitor,
@@ -21,15 +22,6 @@ from genseg_bench.methods.training import (
 )
 from genseg_bench.models.segmenters import build_segmenter
 
-_KNOWN_KEYS = {
-    "augment",
-    "second_copy",
-    "rotate_degrees",
-    "translate_fraction",
-    "elastic_alpha",
-    "elastic_grid",
-}
-
 
 class SupervisedMethod(Method):
     """Train a segmenter on the labelled set with optional geometric augmentation.
@@ -41,14 +33,11 @@ class SupervisedMethod(Method):
     GenSeg over this control is a gain of generation, not of batch size.
     """
 
+    config_model = SupervisedConfig
+
     def fit(self, train: SegData, val: SegData, ctx: FitContext) -> FitResult:
-        unknown_keys = set(self.spec.config) - _KNOWN_KEYS
-        if unknown_keys:
-            raise ValueError(
-                f"method {self.spec.name!r}: unknown config keys {sorted(unknown_keys)}; known: {sorted(_KNOWN_KEYS)}"
-            )
-        aug = AugmentConfig.from_config(self.spec.config)
-        copy_aug = AugmentConfig.from_config(self.spec.config, key="second_copy")
+        cfg = parse_config(SupervisedConfig, self.spec.config, f"method {self.spec.name!r}")
+        aug, copy_aug = cfg.augment_config(), cfg.second_copy_config()
         gen = seed_everything(ctx.seed, ctx.device)
         model = build_segmenter(
             self.spec.backbone,
