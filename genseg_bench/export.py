@@ -364,7 +364,7 @@ Rebuild the exact result records with `genseg_bench.export.results_from_rows`; a
 
 
 def dataset_card(results: list[RunResult]) -> str:
-    from genseg_bench.metrics import EMPTY_POLICY
+    from genseg_bench.metric_policy import EMPTY_POLICY
 
     n_rows = sum(max(1, len(r.test_sets)) for r in results)
     return DATASET_CARD.format(

@@ -2,17 +2,17 @@
 
 Policy for empty masks (written in every report): an empty prediction on an empty
 ground truth scores 1 (nothing to find, nothing found); exactly one side empty
-scores 0. Predictions are binarised at probability 0.5.
+scores 0. Predictions are binarised at probability 0.5. The policy's text lives in
+:mod:`genseg_bench.metric_policy` (torch-free, for readers of results).
 """
 
 from __future__ import annotations
 
 import torch
 
-EMPTY_POLICY = (
-    "Per case, then averaged over cases. Probabilities are binarised at 0.5. An empty prediction "
-    "on an empty ground truth scores 1; exactly one of them empty scores 0."
-)
+from genseg_bench.metric_policy import EMPTY_POLICY, THRESHOLD
+
+__all__ = ["EMPTY_POLICY", "binarise", "dice_per_case", "jaccard_per_case"]
 
 
 def _flatten(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -22,7 +22,7 @@ def _flatten(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, to
     return pred.reshape(n, -1).bool(), target.reshape(n, -1).bool()
 
 
-def binarise(probs: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+def binarise(probs: torch.Tensor, threshold: float = THRESHOLD) -> torch.Tensor:
     """Binary mask from probabilities (``>= threshold``)."""
     return probs >= threshold
 

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 
 from scipy import stats
 
-from genseg_bench.metrics import EMPTY_POLICY
+from genseg_bench.metric_policy import EMPTY_POLICY
 from genseg_bench.specs import RunResult, TaskSpec
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from genseg_bench import report as rep
 from genseg_bench.catalog import Catalog
-from genseg_bench.metrics import EMPTY_POLICY
+from genseg_bench.metric_policy import EMPTY_POLICY
 from genseg_bench.results import iter_results
 from genseg_bench.specs import RunResult, TaskSpec
 
