@@ -176,6 +176,8 @@ def parse_config(model: type[C], config: dict[str, Any], where: str) -> C:
                 problems.append(f"unknown config key {loc!r}{hint}")
             else:
                 msg = str(err["msg"]).removeprefix("Value error, ")
+                if loc and not isinstance(err["input"], dict | list):
+                    msg += f", not {err['input']!r}"
                 problems.append(f"config.{loc}: {msg}" if loc else msg)
         raise SpecError(
             f"{where}: invalid {model.__name__}: {'; '.join(problems)}. "
