@@ -1,8 +1,9 @@
 """Segmenter factory: smp 2D models, the paper code's backbones, and a small 3D UNet.
 
-Backbones (``MethodSpec.backbone``): segmentation_models_pytorch's ``unet``,
-``deeplabv3plus``, ``unetplusplus`` and ``fpn`` (with ``MethodSpec.encoder``, by
-default ResNet-18), the suite's defaults; ``unet-classic`` (the classic UNet of
+Backbones (``MethodSpec.backbone``): every architecture of segmentation_models_pytorch's
+own factory, ``smp.create_model(arch=...)`` over its name mapping (``unet`` and
+``deeplabv3plus`` are the suite's defaults; with ``MethodSpec.encoder``, by
+default ResNet-18); ``unet-classic`` (the classic UNet of
 Ronneberger et al., :mod:`genseg_bench.models.classic_unet`) and
 ``deeplabv3-resnet50`` (torchvision's DeepLabV3-ResNet50,
 :mod:`genseg_bench.models.pretrained`), the two the paper's public code uses (its
@@ -14,18 +15,18 @@ benchmark must run offline. When a spec sets them, the model ImageNet-normalises
 input itself (see :mod:`genseg_bench.models.pretrained` for why), so callers keep
 feeding [0, 1] images. torchvision weights are only read from local files;
 segmentation_models_pytorch fetches its own through the Hugging Face cache.
-:func:`describe_segmenter` says what was built, for the result files.
+:func:`describe_segmenter` says what was built, for the result files. The names
+are checked without torch when the catalog loads (:mod:`genseg_bench.models.backbones`).
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
 
 import segmentation_models_pytorch as smp
 import torch
 from torch import nn
 
 from genseg_bench.errors import SpecError, unknown
+from genseg_bench.models.backbones import BACKBONES_3D, PAPER_CODE_2D
 from genseg_bench.models.classic_unet import ClassicUNet
 from genseg_bench.models.pretrained import (
     AdaptedSegmenter,
@@ -34,16 +35,8 @@ from genseg_bench.models.pretrained import (
     describe_resnet50_weights,
 )
 
-_SMP_2D: dict[str, Callable[..., nn.Module]] = {
-    "unet": smp.Unet,
-    "deeplabv3plus": smp.DeepLabV3Plus,
-    "unetplusplus": smp.UnetPlusPlus,
-    "fpn": smp.FPN,
-}
-PAPER_CODE_2D = ("unet-classic", "deeplabv3-resnet50")
-"""Backbones of the paper's public code, built without segmentation_models_pytorch."""
-BACKBONES_2D = (*_SMP_2D, *PAPER_CODE_2D)
-BACKBONES_3D = ("unet", "unet3d")
+__all__ = ["BACKBONES_3D", "PAPER_CODE_2D", "UNet3D", "build_segmenter", "describe_segmenter"]
+
 CLASSIC_UNET_WIDTH = 64
 """Base width of ``unet-classic``: the original paper's."""
 
@@ -90,6 +83,15 @@ class UNet3D(nn.Module):
         return out[..., : shape[0], : shape[1], : shape[2]]
 
 
+def _smp_architectures() -> dict[str, type[nn.Module]]:
+    """smp's own name mapping, the one ``smp.create_model`` reads (never a copied table)."""
+    return dict(smp.MODEL_ARCHITECTURES_MAPPING)
+
+
+def _backbones_2d() -> list[str]:
+    return [*_smp_architectures(), *PAPER_CODE_2D]
+
+
 def _smp_repo(encoder: str, encoder_weights: str) -> str:
     """The Hugging Face repository smp reads ``encoder``'s ``encoder_weights`` from ('?' if it has none)."""
     settings = smp.encoders.encoders.get(encoder, {}).get("pretrained_settings", {})
@@ -105,21 +107,22 @@ def _build_smp(backbone: str, in_channels: int, encoder: str, encoder_weights: s
     trained on; other channel counts use smp's own first-layer adaptation, with
     channel ``c`` normalised by the statistics of RGB channel ``c % 3``.
     """
-    cls = _SMP_2D[backbone]
-    if encoder_weights is None:
-        return cls(encoder_name=encoder, encoder_weights=None, in_channels=in_channels, classes=1)
-    repeat = in_channels == 1
+    repeat = encoder_weights is not None and in_channels == 1
     try:
-        net = cls(
+        net = smp.create_model(
+            arch=backbone,
             encoder_name=encoder,
             encoder_weights=encoder_weights,
             in_channels=3 if repeat else in_channels,
             classes=1,
         )
-    except KeyError as exc:  # smp's message names the encoder or weights and the valid ones
-        raise SpecError(f"backbone {backbone!r}: {exc.args[0] if exc.args else exc}") from exc
+    except (KeyError, ValueError) as exc:  # smp's message names the encoder or weights and the valid ones
+        raise SpecError(
+            f"backbone {backbone!r} with encoder {encoder!r}: {exc.args[0] if exc.args else exc}. "
+            "Pick an encoder this architecture supports (see segmentation_models_pytorch's encoder table)."
+        ) from exc
     except OSError as exc:  # huggingface_hub: not in the local cache and no network
-        repo = _smp_repo(encoder, encoder_weights)
+        repo = _smp_repo(encoder, str(encoder_weights))
         raise WeightsError(
             f"backbone {backbone!r} with encoder {encoder!r} and encoder_weights = {encoder_weights!r}: "
             f"segmentation_models_pytorch reads these weights from the Hugging Face repository {repo}, "
@@ -128,6 +131,8 @@ def _build_smp(backbone: str, in_channels: int, encoder: str, encoder_weights: s
             "(~/.cache/huggingface/hub, or $HF_HOME/hub) to this machine, or drop encoder_weights to "
             "train from scratch."
         ) from exc
+    if encoder_weights is None:
+        return net
     return AdaptedSegmenter(net, in_channels, repeat_grey=repeat, normalise=True)
 
 
@@ -165,8 +170,8 @@ def build_segmenter(
         return ClassicUNet(in_channels=in_channels, classes=1, width=CLASSIC_UNET_WIDTH)
     if backbone == "deeplabv3-resnet50":
         return build_deeplabv3_resnet50(in_channels, encoder_weights)
-    if backbone not in _SMP_2D:
-        raise unknown("backbone", backbone, list(BACKBONES_2D))
+    if backbone not in _smp_architectures():
+        raise unknown("backbone", backbone, _backbones_2d())
     return _build_smp(backbone, in_channels, encoder, encoder_weights)
 
 
@@ -199,15 +204,15 @@ def describe_segmenter(
         arch = "torchvision deeplabv3_resnet50 (num_classes=1, aux_loss=False)"
         enc, source = "resnet50", describe_resnet50_weights(encoder_weights)
         inp = "1-channel images repeated to 3 channels"
-    elif backbone in _SMP_2D:
-        arch, enc = f"segmentation_models_pytorch {_SMP_2D[backbone].__name__}", encoder
+    elif backbone in _smp_architectures():
+        arch, enc = f"segmentation_models_pytorch {_smp_architectures()[backbone].__name__}", encoder
         if encoder_weights is None:
             source, inp = scratch, as_is
         else:
             source = f"segmentation_models_pytorch {encoder_weights!r} weights ({_smp_repo(encoder, encoder_weights)}, Hugging Face cache)"
             inp = "1-channel images repeated to 3 channels"
     else:
-        raise unknown("backbone", backbone, list(BACKBONES_2D))
+        raise unknown("backbone", backbone, _backbones_2d())
     return {
         "backbone": backbone,
         "architecture": arch,
