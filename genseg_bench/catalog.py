@@ -5,6 +5,14 @@ Specs are data shipped inside the wheel (resource packages
 ``[[task]]`` or ``[[method]]`` tables. A table may say ``extends = "other-id"``
 to start from another entry (of any file) and override keys, the way
 lm-evaluation-harness uses ``include``: ablations stay one small record each.
+
+Loading validates everything a spec says before any run can start, and every
+error names the file and the valid choices: unknown keys, a method's unknown
+``kind``, unknown ``config`` keys or values of its kind's typed model
+(:mod:`genseg_bench.methods.config`; augmentation ops included) and unknown
+backbones (:mod:`genseg_bench.models.backbones`). None of it imports torch. The
+config of an outside kind (an entry point or ``module:Class``) is checked when
+its class is built, since loading the class could import anything.
 """
 
 from __future__ import annotations
@@ -18,6 +26,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from genseg_bench.errors import SpecError, unknown
+from genseg_bench.methods.config import BUILTIN_CONFIGS, parse_config
+from genseg_bench.methods.registry import available_kinds, is_known_kind
+from genseg_bench.models.backbones import check_backbone
 from genseg_bench.specs import MethodSpec, SuiteSpec, TaskSpec
 
 
@@ -109,6 +120,23 @@ def _validate(model: type, resolved: dict[str, tuple[Path, dict[str, Any]]], wha
     return out
 
 
+def _check_method(path: Path, spec: MethodSpec) -> None:
+    """Kind, config and backbone of a validated method spec; errors name the file and the valid choices."""
+    where = f"{path}: method {spec.name!r}"
+    if not is_known_kind(spec.kind):
+        raise SpecError(
+            f"{where}: {unknown('method kind', spec.kind, available_kinds())} An outside method's kind is "
+            "its entry-point name (group genseg_bench.methods) or 'package.module:ClassName'."
+        )
+    model = BUILTIN_CONFIGS.get(spec.kind)
+    if model is not None:
+        parse_config(model, spec.config, where)
+    try:
+        check_backbone(spec.backbone, spec.encoder_weights)
+    except SpecError as exc:
+        raise SpecError(f"{where}: {exc}") from None
+
+
 @dataclass(frozen=True)
 class Catalog:
     """All task and method specs, loaded once and passed around (no global registry)."""
@@ -122,7 +150,10 @@ class Catalog:
         tdir = tasks_dir or _resource_dir("genseg_bench.tasks_data")
         mdir = methods_dir or _resource_dir("genseg_bench.baselines_data")
         tasks = _validate(TaskSpec, _resolve(_read_tables(tdir, "task", ("suite",)), "id"), "task")
-        methods = _validate(MethodSpec, _resolve(_read_tables(mdir, "method"), "name"), "method")
+        method_tables = _resolve(_read_tables(mdir, "method"), "name")
+        methods = _validate(MethodSpec, method_tables, "method")
+        for name, spec in methods.items():
+            _check_method(method_tables[name][0], spec)
         suite_tables = _resolve(_read_tables(tdir, "suite", ("task",)), "id")
         suites = _validate(SuiteSpec, suite_tables, "suite")
         for sid, suite in suites.items():

@@ -2,13 +2,19 @@
 
 Every spec rejects unknown keys (``extra="forbid"``) so a typo in a TOML file is
 an error at load time, not a silently ignored setting that changes a result.
+
+Identity. A run id hashes each spec's :meth:`Strict.identity`: the fields that
+change a result, never the descriptive ones (a task's description, figure,
+citations, paper references), so editing prose never orphans results and
+editing an image size, a split, a metric or a method default always makes new
+runs. ``docs/identity.md`` lists the fields on each side.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -19,6 +25,10 @@ class Strict(BaseModel):
     """Base model: unknown keys are errors, instances are immutable."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def identity(self) -> dict[str, Any]:
+        """What :func:`stable_hash` hashes: every field unless a subclass leaves descriptive ones out."""
+        return self.model_dump()
 
 
 class TestSetSpec(Strict):
@@ -84,9 +94,40 @@ class ValidationRule(Strict):
 
 
 class TaskSpec(Strict):
-    """One experiment of the paper (or an open-data / synthetic task)."""
+    """One experiment of the paper (or an open-data / synthetic task).
+
+    ``version`` is the task's explicit version, as in lm-evaluation-harness: bump it
+    when something outside the spec changes what the task measures (a source's
+    importer, the split algorithm), so new results are never averaged with old
+    ones. Changes inside the spec need no bump: the identity hash sees them.
+    """
+
+    DESCRIPTIVE: ClassVar[frozenset[str]] = frozenset(
+        {
+            "family",
+            "description",
+            "organ",
+            "modality",
+            "train_sizes",
+            "sweep_sizes",
+            "high_data_size",
+            "default_methods",
+            "references",
+            "datasets",
+            "figure",
+            "open_data",
+            "synthetic",
+        }
+    )
+    """Fields left out of the identity: prose, citations, paper numbers, and which sizes and
+    methods a grid runs by default (a run's own size and method are in its id)."""
+    DESCRIPTIVE_TEST_SET: ClassVar[frozenset[str]] = frozenset({"domain"})
+    """Test-set fields left out of the identity (``domain`` only labels a set in or out of domain)."""
+    ADDED_AFTER_LEGACY: ClassVar[frozenset[str]] = frozenset({"version"})
+    """Fields that did not exist when task hashes covered the whole spec (see :func:`legacy_task_hash`)."""
 
     id: str
+    version: int = Field(1, ge=1)
     family: str
     description: str
     organ: str
@@ -150,6 +191,15 @@ class TaskSpec(Strict):
             raise ValueError("a test set with split='test' needs test_fraction > 0")
         return self
 
+    def identity(self) -> dict[str, Any]:
+        """The result-changing fields: data, splits, test sets, metric, image size, channels, version."""
+        return self.model_dump(
+            exclude={
+                **dict.fromkeys(self.DESCRIPTIVE, True),
+                "test_sets": {"__all__": set(self.DESCRIPTIVE_TEST_SET)},
+            }
+        )
+
     @property
     def sources(self) -> list[str]:
         """Every data set the task reads, training source first."""
@@ -164,8 +214,11 @@ class MethodSpec(Strict):
     """A method configuration: a registered implementation (``kind``) plus its config.
 
     Baselines are specs over one training loop; GenSeg variants are specs over one
-    GenSeg implementation. The resolved config takes part in every run id.
+    GenSeg implementation. The resolved config (every default of the kind's config
+    model filled in) takes part in every run id; the description and figure do not.
     """
+
+    DESCRIPTIVE: ClassVar[frozenset[str]] = frozenset({"description", "figure"})
 
     name: str
     kind: str
@@ -176,10 +229,15 @@ class MethodSpec(Strict):
     config: dict[str, Any] = {}
     figure: str = ""
 
+    def identity(self) -> dict[str, Any]:
+        """Everything but the prose, with ``config`` resolved (defaults filled in) by the kind's model."""
+        from genseg_bench.methods.registry import spec_config
+
+        return {**self.model_dump(exclude=set(self.DESCRIPTIVE)), "config": spec_config(self)}
+
     def fingerprint(self) -> str:
-        """Stable hash of everything in the spec that changes a result."""
-        payload = self.model_dump(exclude={"description", "figure"})
-        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+        """Stable hash of everything in the spec that changes a result (:meth:`identity`)."""
+        return stable_hash(self)
 
 
 class Profile(Strict):
@@ -212,8 +270,9 @@ class Profile(Strict):
 class RunSpec(Strict):
     """One cell of a grid: (task, method, training size, seed, profile).
 
-    ``run_id`` hashes everything that changes the result: the task spec, the
-    resolved method config, the profile, the data fingerprints, size and seed.
+    ``run_id`` hashes everything that changes the result: the task's identity
+    (``task_hash``, :meth:`TaskSpec.identity`), the resolved method config
+    (``method_hash``), the profile, the data fingerprints, size and seed.
     """
 
     task: str
@@ -288,9 +347,24 @@ class RunResult(Strict):
         return r.mean_jaccard if self.metric == "jaccard" else r.mean_dice
 
 
+def _digest(payload: Any) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def stable_hash(obj: BaseModel) -> str:
-    """Short content hash of a spec (sorted JSON)."""
-    return hashlib.sha256(json.dumps(obj.model_dump(), sort_keys=True).encode()).hexdigest()[:16]
+    """Short content hash of a spec's identity (sorted JSON of :meth:`Strict.identity`)."""
+    return _digest(obj.identity() if isinstance(obj, Strict) else obj.model_dump())
+
+
+def legacy_task_hash(task: TaskSpec) -> str:
+    """The ``task_hash`` results got before task identities existed: a hash of the whole spec.
+
+    Such results (written up to and including genseg-bench 0.1.0's first schema-2
+    files) recorded no identity; when their hash equals this one for the current
+    spec they were made from exactly this spec, so the report can count them as
+    runs of the current identity instead of setting them apart.
+    """
+    return _digest(task.model_dump(exclude=set(TaskSpec.ADDED_AFTER_LEGACY)))
 
 
 class SuiteFilter(Strict):

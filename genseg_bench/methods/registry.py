@@ -4,16 +4,24 @@ Built-ins are named here as import strings and imported on first use (no
 import-time registration). Outside packages register classes under the
 ``genseg_bench.methods`` entry-point group; the entry-point name is the kind
 their method specs use.
+
+Nothing here imports torch until a class is actually loaded: the catalog checks
+kinds and configs (:func:`is_known_kind`, :func:`config_model`) when
+``genseg-bench tasks`` or ``report`` runs, which must stay torch-free.
 """
 
 from __future__ import annotations
 
 import importlib
 from importlib.metadata import entry_points
+from typing import TYPE_CHECKING, Any
 
 from genseg_bench.errors import UnknownNameError, unknown
-from genseg_bench.methods.base import Method
+from genseg_bench.methods.config import BUILTIN_CONFIGS, MethodConfig, parse_config
 from genseg_bench.specs import MethodSpec
+
+if TYPE_CHECKING:
+    from genseg_bench.methods.base import Method
 
 ENTRY_POINT_GROUP = "genseg_bench.methods"
 
@@ -21,6 +29,12 @@ BUILTIN_KINDS: dict[str, str] = {
     "supervised": "genseg_bench.methods.supervised:SupervisedMethod",
     "genseg": "genseg_bench.methods.genseg:GenSegMethod",
 }
+
+
+def _is_method(cls: object) -> bool:
+    from genseg_bench.methods.base import Method
+
+    return isinstance(cls, type) and issubclass(cls, Method)
 
 
 def _import(target: str) -> type[Method]:
@@ -33,7 +47,7 @@ def _import(target: str) -> type[Method]:
             f"cannot import method class {target!r}: {exc}. Check the module path and class name "
             "(format 'package.module:ClassName') and that the package is installed."
         ) from exc
-    if not (isinstance(cls, type) and issubclass(cls, Method)):
+    if not _is_method(cls):
         raise UnknownNameError(f"{target!r} is not a subclass of genseg_bench.methods.base.Method.")
     return cls
 
@@ -43,6 +57,30 @@ def available_kinds() -> list[str]:
     return sorted({*BUILTIN_KINDS, *(ep.name for ep in entry_points(group=ENTRY_POINT_GROUP))})
 
 
+def is_known_kind(kind: str) -> bool:
+    """Whether ``kind`` names a built-in, an installed entry point or a ``module:Class`` path (nothing imported)."""
+    return kind in BUILTIN_KINDS or ":" in kind or kind in available_kinds()
+
+
+def config_model(kind: str) -> type[MethodConfig] | None:
+    """The typed config model of ``kind``: a built-in's without importing it, else the class's ``config_model``."""
+    if kind in BUILTIN_KINDS:
+        return BUILTIN_CONFIGS[kind]
+    return method_class(kind).config_model
+
+
+def spec_config(spec: MethodSpec) -> dict[str, Any]:
+    """``spec.config`` with every default of its kind's model filled in (as written where there is none).
+
+    This is what the run identity hashes (:meth:`MethodSpec.fingerprint`), so a changed
+    default changes the run id of every spec that relies on it.
+    """
+    model = config_model(spec.kind)
+    if model is None:
+        return dict(spec.config)
+    return parse_config(model, spec.config, f"method {spec.name!r}").resolved()
+
+
 def method_class(kind: str) -> type[Method]:
     """The class implementing ``kind`` (a built-in, an entry point, or ``module:Class``)."""
     if kind in BUILTIN_KINDS:
@@ -50,7 +88,7 @@ def method_class(kind: str) -> type[Method]:
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         if ep.name == kind:
             cls = ep.load()
-            if not (isinstance(cls, type) and issubclass(cls, Method)):
+            if not _is_method(cls):
                 raise UnknownNameError(f"entry point {ep.value!r} ({kind}) is not a Method subclass.")
             return cls
     if ":" in kind:
