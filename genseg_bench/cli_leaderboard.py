@@ -1,9 +1,10 @@
 """CLI commands of the leaderboard side: suites, results export, publish, serve, curves, submit.
 
-Kept apart from ``cli.py`` (the run/report side) so each stays short; ``register``
-adds these commands to the shared typer app. Like the rest of the CLI, the
-commands parse, call the library and render; library errors become one message
-and exit code 2 through ``friendly``.
+One of the CLI's sub-apps by concern (see ``cli.py``); ``register`` adds these
+commands to the main typer app. Shared options and error handling come from
+``cli_common``; ``run --suite`` lives with ``run`` in ``cli_run``. Like the rest
+of the CLI, the commands parse, call the library and render; library errors
+become one message and exit code 2 through ``friendly``.
 """
 
 from __future__ import annotations
@@ -15,15 +16,10 @@ import typer
 from rich.table import Table
 
 from genseg_bench.catalog import Catalog
+from genseg_bench.cli_common import ResultsOpt, TokenOpt, console, friendly
+from genseg_bench.cli_common import names as _names
 from genseg_bench.errors import GensegBenchError
 from genseg_bench.specs import RunResult
-
-ResultsOpt = Annotated[Path, typer.Option("--results", help="Result folder (one JSON per run).")]
-TokenOpt = Annotated[str | None, typer.Option(help="Hub token (default: the logged-in one / HF_TOKEN).")]
-
-
-def _names(text: str | None) -> list[str] | None:
-    return None if text is None else [x.strip() for x in text.split(",") if x.strip()]
 
 
 def _load_results(results: Path, tasks: list[str] | None = None) -> list[RunResult]:
@@ -38,73 +34,8 @@ def _load_results(results: Path, tasks: list[str] | None = None) -> list[RunResu
     return out
 
 
-def run_suite(
-    catalog: Catalog,
-    suite_id: str,
-    methods: list[str] | None,
-    sizes: list[int] | None,
-    seeds: list[int],
-    profile: str,
-    image_size: int | None,
-    iterations: int | None,
-    device: str,
-    results: Path,
-    store: Path,
-    retry_failed: bool,
-    resample: bool = False,
-) -> None:
-    """``run --suite``: each task's grid in turn, at the suite's sizes (and profile, unless one is given).
-
-    Whether ``--profile`` was given is read from the click context: the suite's
-    profile applies only when the user did not choose one.
-    """
-    import click
-    from click.core import ParameterSource
-
-    from genseg_bench.cli import console, run_grid_with_progress
-    from genseg_bench.data.store import Store
-    from genseg_bench.profiles import get_profile
-    from genseg_bench.runner import resolve_device
-
-    suite = catalog.suite(suite_id)
-    tasks = catalog.suite_tasks(suite_id)
-    ctx = click.get_current_context(silent=True)
-    given = ctx is None or ctx.get_parameter_source("profile") not in (ParameterSource.DEFAULT, None)
-    prof = get_profile(profile if given else suite.profile, image_size, iterations)
-    dev = resolve_device(device)
-    for name in methods or []:
-        catalog.method(name)  # an unknown method fails before any training
-    console.print(
-        f"[bold]suite {suite_id}[/]: {len(tasks)} task(s), profile {prof.name}, device {dev}, results in {results}"
-    )
-    summary = Table(title=f"suite {suite_id}")
-    for col in ("task", "sizes", "ran", "skipped", "failed"):
-        summary.add_column(col)
-    for task in tasks:
-        task_sizes = sizes or suite.task_sizes(task)
-        s = run_grid_with_progress(
-            catalog,
-            task.id,
-            methods,
-            task_sizes,
-            seeds,
-            prof,
-            Store(store),
-            results,
-            dev,
-            retry_failed,
-            resample,
-        )
-        summary.add_row(
-            task.id, ",".join(map(str, task_sizes)), str(len(s.ran)), str(len(s.skipped)), str(len(s.failed))
-        )
-    console.print(summary)
-
-
 def register(app: typer.Typer) -> None:
     """Add the leaderboard commands to the main app."""
-    from genseg_bench.cli import console, friendly
-
     results_app = typer.Typer(help="Export run results as a table.", no_args_is_help=True)
     board_app = typer.Typer(help="Publish and serve the leaderboard.", no_args_is_help=True)
     app.add_typer(results_app, name="results")
@@ -295,11 +226,12 @@ def register(app: typer.Typer) -> None:
         chosen, manifest = collect_submission(catalog, suite, method, results, profile, allow_dirty)
         name = submission_dirname(method, suite)
         folder = out or Path("submissions") / name
-        files = write_submission(catalog, chosen, manifest, folder)
+        urls: list[str] = []  # pushed from the complete temporary folder: a failed push leaves no folder
+        publish = (lambda tmp: urls.append(push_submission(tmp, repo or "", name, token))) if push else None
+        files = write_submission(catalog, chosen, manifest, folder, publish)
         console.print(
             f"[green]submission ready[/]: {len(chosen)} runs of {method} on suite {suite} "
             f"({len(manifest['tasks'])} tasks) in {folder}: {', '.join(f.name for f in files)}"
         )
-        if push:
-            url = push_submission(folder, repo or "", name, token)
+        for url in urls:
             console.print(f"[green]pull request opened[/]: {url}")

@@ -1,26 +1,34 @@
 """The result store: one JSON file per run, written atomically; schema checks on read.
 
-Layout: ``<results>/<task>/<run_id>.json``. A file is written to a temporary
-name and renamed, so a killed process never leaves a truncated result, and a
-rerun sees exactly the runs that finished. Reading checks the schema version: an
-older file is migrated when a migration exists, anything else is rejected with
-a message naming the file, never misread.
+Layout: ``<results>/<task>/<run_id>.json``. A file is written to a hidden
+temporary name and renamed (:mod:`genseg_bench.atomic`, with the user's umask),
+so a killed process never leaves a truncated result, a rerun sees exactly the
+runs that finished, and readers skip the writers' temporary files. Reading checks
+the schema version: an older file is migrated when a migration exists, anything
+else is rejected with a message naming the file, never misread.
+
+Nothing is overwritten that cannot be read: a result file this version cannot
+read (a newer schema, corrupt JSON, a foreign file under a run's name) is moved
+aside to ``<name>.unreadable-<time>`` before its run is written again. Readers
+read every file and report every bad one at once (:func:`load_results`), so one
+bad file does not hide the others.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import platform
 import subprocess
-import tempfile
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
+from genseg_bench.atomic import is_temporary, write_text_atomic
 from genseg_bench.errors import ResultFileError
 from genseg_bench.specs import SCHEMA_VERSION, RunResult, RunSpec
 
@@ -43,20 +51,51 @@ def result_path(results_dir: Path, spec: RunSpec) -> Path:
     return Path(results_dir) / spec.task / f"{spec.run_id}.json"
 
 
+@dataclass(frozen=True)
+class SetAside:
+    """A result file that could not be read, moved to ``moved_to`` instead of being overwritten."""
+
+    path: Path
+    moved_to: Path
+    reason: str
+
+    def message(self) -> str:
+        return f"moved {self.path} aside to {self.moved_to.name} (unreadable: {self.reason}); its run is done again"
+
+
+def set_aside_unreadable(path: Path) -> SetAside | None:
+    """Move ``path`` aside when it exists but cannot be read; None when it is absent or readable.
+
+    The new name does not end in ``.json``, so readers no longer see it, and it says
+    when it was moved; the file itself is kept untouched for a newer genseg-bench (or a
+    person) to read.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        read_result(path)
+    except ResultFileError as exc:
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+        target = path.with_name(f"{path.name}.unreadable-{stamp}")
+        n = 1
+        while target.exists():
+            n += 1
+            target = path.with_name(f"{path.name}.unreadable-{stamp}-{n}")
+        path.rename(target)
+        return SetAside(path, target, str(exc).removeprefix(f"{path}: "))
+    return None
+
+
 def write_result(results_dir: Path, result: RunResult) -> Path:
-    """Write atomically (temporary file in the same folder, then ``os.replace``)."""
+    """Write atomically (hidden temporary file in the same folder, then ``os.replace``).
+
+    An existing file this version cannot read is moved aside first, never overwritten.
+    """
     path = result_path(results_dir, result.spec)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(result.model_dump_json(indent=1))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    set_aside_unreadable(path)
+    write_text_atomic(path, result.model_dump_json(indent=1))
     return path
 
 
@@ -103,15 +142,54 @@ def read_result(path: Path) -> RunResult:
     return result
 
 
-def iter_results(results_dir: Path, task: str | None = None) -> Iterator[RunResult]:
-    """Every result under ``results_dir`` (optionally one task), raising on a bad file."""
+@dataclass
+class LoadedResults:
+    """Every readable result of a folder, and one error per file that could not be read."""
+
+    results: list[RunResult] = field(default_factory=list)
+    problems: list[ResultFileError] = field(default_factory=list)
+
+    def problems_message(self, where: Path) -> str:
+        """One message listing every unreadable file and why."""
+        lines = "\n  ".join(str(p) for p in self.problems)
+        return (
+            f"{len(self.problems)} file(s) under {where} cannot be read as results:\n  {lines}\n"
+            "Move foreign files out of the results folder; delete broken result files and rerun the grid "
+            "(only their runs are redone)."
+        )
+
+
+def result_files(results_dir: Path, task: str | None = None) -> list[Path]:
+    """The result files under ``results_dir`` (one task's, or every task's), temporary files skipped."""
     root = Path(results_dir)
-    dirs = [root / task] if task else sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
-    for d in dirs:
-        if not d.is_dir():
-            continue
-        for path in sorted(d.glob("*.json")):
-            yield read_result(path)
+    if task:
+        dirs = [root / task]
+    else:
+        dirs = (
+            sorted(p for p in root.iterdir() if p.is_dir() and not is_temporary(p)) if root.is_dir() else []
+        )
+    return [p for d in dirs if d.is_dir() for p in sorted(d.glob("*.json")) if not is_temporary(p)]
+
+
+def load_results(results_dir: Path, task: str | None = None) -> LoadedResults:
+    """Read every result file (one task's, or all), collecting every bad file instead of stopping at one."""
+    out = LoadedResults()
+    for path in result_files(results_dir, task):
+        try:
+            out.results.append(read_result(path))
+        except ResultFileError as exc:
+            out.problems.append(exc)
+    return out
+
+
+def iter_results(results_dir: Path, task: str | None = None) -> Iterator[RunResult]:
+    """Every result under ``results_dir`` (optionally one task); one error listing every bad file."""
+    loaded = load_results(results_dir, task)
+    if len(loaded.problems) == 1:
+        raise loaded.problems[0]
+    if loaded.problems:
+        raise ResultFileError(loaded.problems_message(Path(results_dir)))
+    yield from loaded.results
 
 
 def existing_status(results_dir: Path, spec: RunSpec) -> str | None:

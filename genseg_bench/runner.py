@@ -30,8 +30,26 @@ from genseg_bench.errors import DataError, GensegBenchError
 from genseg_bench.methods.base import FitContext, SegData
 from genseg_bench.methods.registry import build_method
 from genseg_bench.metrics import binarise, dice_per_case, jaccard_per_case
-from genseg_bench.results import existing_status, git_commit, package_versions, write_result
+from genseg_bench.results import (
+    SetAside,
+    existing_status,
+    git_commit,
+    package_versions,
+    result_path,
+    set_aside_unreadable,
+    write_result,
+)
 from genseg_bench.specs import MethodSpec, Profile, RunResult, RunSpec, TaskSpec, TestSetResult, stable_hash
+from genseg_bench.values import (
+    DEVICE_CHOICES,
+    MAX_SEED,
+    ValueCheckError,
+    check_device_name,
+    check_each_in_range,
+    check_image_size,
+    check_iterations,
+    check_unique,
+)
 
 DEFAULT_SEEDS = (0, 1, 2)
 
@@ -61,15 +79,89 @@ class SilentReporter:
         return None
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when available, else the CPU."""
+def resolve_device(name: str, option: str = "--device") -> torch.device:
+    """``auto`` picks CUDA when available, else the CPU; any other name must exist on this machine."""
+    check_device_name(name, option)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise GensegBenchError(
-            f"device {name!r} asked for, but CUDA is not available here. Use --device cpu or auto."
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ValueCheckError(f"{option} {name}: CUDA is not available here. Use {option} cpu or auto.")
+        index = int(name.partition(":")[2] or 0)
+        count = torch.cuda.device_count()
+        if index >= count:
+            raise ValueCheckError(
+                f"{option} {name}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}."
+            )
+    if name == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise ValueCheckError(
+            f"{option} mps: Apple's MPS is not available here. Use one of {DEVICE_CHOICES}."
         )
     return torch.device(name)
+
+
+def check_grid_values(sizes: Sequence[int], seeds: Sequence[int], profile: Profile) -> None:
+    """Sizes, seeds and the profile's budget are in range, before any data is read.
+
+    The CLI checks the same values with its option names; this guards library callers.
+    """
+    check_each_in_range(sizes, "sizes", 1)
+    check_unique(sizes, "sizes")
+    check_each_in_range(seeds, "seeds", 0, MAX_SEED)
+    check_unique(seeds, "seeds")
+    check_iterations(profile.iterations, f"profile {profile.name!r}: iterations")
+    check_image_size(profile.image_size, f"profile {profile.name!r}: image_size")
+
+
+def _multiples_near(size: int, step: int) -> str:
+    below = (size // step) * step
+    cands = [c for c in (below, below + step, below + 2 * step) if c >= max(step, 8) and c != size]
+    return " or ".join(map(str, cands[:2]))
+
+
+def check_model_input(
+    task: TaskSpec, methods: Sequence[MethodSpec], size: int, option: str = "--image-size"
+) -> None:
+    """Every method's segmenter takes ``size``-pixel inputs; fails before training, saying what size fits.
+
+    The check runs each model once on torch's ``meta`` device: shapes only, no
+    memory and no arithmetic, so it costs well under a second even at 256 px, and
+    it is exact for every backbone, including constraints no table here lists
+    (smp's DeepLabV3+ wants multiples of its output stride, 16). A backbone the
+    segmenter factory does not know belongs to a method that builds its own model
+    (an outside package); a model that cannot be built on ``meta`` is left to the
+    run itself. Neither is checked here.
+    """
+    from genseg_bench.models.segmenters import build_segmenter
+
+    seen: set[tuple[str, str]] = set()
+    for m in methods:
+        if (m.backbone, m.encoder) in seen:
+            continue
+        seen.add((m.backbone, m.encoder))
+        try:
+            with torch.device("meta"):
+                net = build_segmenter(m.backbone, task.channels, task.dims, m.encoder, None)
+        except Exception:  # see the docstring: the run reports what is wrong with this backbone
+            continue
+        shape = (size,) * task.dims
+        try:
+            with torch.no_grad():
+                out = net.eval()(torch.zeros(1, task.channels, *shape, device="meta"))
+            if tuple(out.shape[2:]) != shape:
+                raise ValueError(f"a {size}px input gives a {tuple(out.shape[2:])} output")
+        except Exception as exc:
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            stride = getattr(getattr(net, "encoder", None), "output_stride", None)
+            fix = (
+                f"it takes sides that are a multiple of {stride}, e.g. {option} {_multiples_near(size, stride)}"
+                if isinstance(stride, int) and stride > 1
+                else f"use a larger size, e.g. {option} 64"
+            )
+            raise ValueCheckError(
+                f"{option} {size} does not fit method {m.name!r} (backbone {m.backbone}, encoder {m.encoder}): "
+                f"{fix}. The model said: {reason}"
+            ) from None
 
 
 @dataclass
@@ -291,6 +383,8 @@ class GridSummary:
     specs: list[RunSpec]
     ran: list[RunResult] = field(default_factory=list)
     skipped: list[RunSpec] = field(default_factory=list)
+    set_aside: list[SetAside] = field(default_factory=list)
+    """Result files this version could not read, moved aside before their runs were done again."""
 
     @property
     def failed(self) -> list[RunResult]:
@@ -311,15 +405,25 @@ def run_grid(
     retry_failed: bool = False,
     resample: bool = False,
 ) -> GridSummary:
-    """Run every job of a grid that has not finished yet (failed runs too when ``retry_failed``)."""
+    """Run every job of a grid that has not finished yet (failed runs too when ``retry_failed``).
+
+    Every value is checked before data is read or a model trained; a result file that
+    cannot be read is moved aside (``summary.set_aside``), never overwritten.
+    """
     reporter = reporter or SilentReporter()
     task = catalog.task(task_id)
     methods = [catalog.method(m) for m in (method_names or task.default_methods)]
+    sizes = list(sizes or task.train_sizes)
+    check_grid_values(sizes, seeds, profile)
+    check_model_input(task, methods, run_image_size(task, profile))
     data = load_task_data(task, store, run_image_size(task, profile))
-    specs = expand_grid(task, methods, sizes or task.train_sizes, seeds, profile, data, resample)
+    specs = expand_grid(task, methods, sizes, seeds, profile, data, resample)
     summary = GridSummary(specs=specs)
     todo = []
     for spec in specs:
+        aside = set_aside_unreadable(result_path(results_dir, spec))
+        if aside is not None:
+            summary.set_aside.append(aside)
         status = existing_status(results_dir, spec)
         if status == "ok" or (status == "failed" and not retry_failed):
             summary.skipped.append(spec)

@@ -24,12 +24,13 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from genseg_bench.atomic import make_temp_dir
 from genseg_bench.catalog import Catalog
 from genseg_bench.errors import GensegBenchError
 from genseg_bench.export import results_table, tasks_json, to_parquet
@@ -165,20 +166,31 @@ def collect_submission(
 
 
 def write_submission(
-    catalog: Catalog, results: list[RunResult], manifest: dict[str, Any], out: Path
+    catalog: Catalog,
+    results: list[RunResult],
+    manifest: dict[str, Any],
+    out: Path,
+    publish: Callable[[Path], object] | None = None,
 ) -> list[Path]:
-    """Write ``results.parquet``, ``tasks.json`` and ``manifest.json`` into ``out`` (atomically, must be new)."""
+    """Write ``results.parquet``, ``tasks.json`` and ``manifest.json`` into ``out`` (atomically, must be new).
+
+    ``publish`` (``submit --push``) gets the complete folder before it is renamed
+    to ``out``: when the push fails, no folder is left behind, so the same command
+    can simply be run again. The folder gets the user's umask, not ``mkdtemp``'s 0700.
+    """
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise SubmissionError(f"{out} exists and is not empty; choose a new folder or remove it first.")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    tmp = make_temp_dir(out.parent, out.name)
     try:
         parquet = tmp / "results.parquet"
         to_parquet(results_table(results, catalog.tasks), parquet)
         (tmp / "tasks.json").write_text(tasks_json(catalog.tasks[t] for t in sorted(manifest["tasks"])))
         full = {**manifest, "files": {"results.parquet": hashlib.sha256(parquet.read_bytes()).hexdigest()}}
         (tmp / "manifest.json").write_text(json.dumps(full, indent=1, sort_keys=True))
+        if publish is not None:
+            publish(tmp)
         if out.exists():
             out.rmdir()
         os.replace(tmp, out)

@@ -132,3 +132,43 @@ def test_hub_push_without_token(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         "data", "push", "synthetic-a", "--repo", "someone/x", "--size", "16", "--store", str(tmp_path / "s")
     )
     assert code == 2 and "token" in out
+
+
+COMMANDS = {
+    "tasks": "--family --store",
+    "methods": "",
+    "run": "--device --image-size --iterations --methods --no-report --no-resample --no-retry-failed --profile "
+    "--report --resample --results --retry-failed --seeds --sizes --store --suite --task -t",
+    "report": "--compare --format --results --task -t",
+    "reproduction": "--anchor --independent --methods --out --preamble --results --tasks",
+    "data prepare": "--from --no-overwrite --overwrite --size --store",
+    "data list": "--store",
+    "data push": "--no-private --private --repo --size --store --token",
+    "data pull": "--repo --revision --size --store --token",
+    "suites": "",
+    "curves": "--methods --out --results --task --test-set -t",
+    "submit": "--allow-dirty --method --no-allow-dirty --no-push --out --profile --push --repo --results "
+    "--suite --token",
+    "results export": "--out --results --tasks",
+    "leaderboard publish": "--create-pr --dry-run --no-private --private --repo --results --token",
+    "leaderboard serve": "--host --parquet --port --refresh --repo --results-dir",
+}
+"""The commands and options the README and docs/ show, as users type them since before the CLI was split."""
+
+
+def test_commands_users_type_keep_their_names_and_options() -> None:
+    import typer
+
+    def walk(cmd: object, path: tuple[str, ...]) -> dict[str, set[str]]:
+        subs = getattr(cmd, "commands", None)
+        if subs is not None:
+            return {k: v for name, sub in subs.items() for k, v in walk(sub, (*path, name)).items()}
+        params = getattr(cmd, "params", [])
+        opts = {o for p in params if p.param_type_name == "option" for o in (*p.opts, *p.secondary_opts)}
+        return {" ".join(path): opts}
+
+    tree = walk(typer.main.get_command(app), ())
+    for command, options in COMMANDS.items():
+        assert command in tree, f"`genseg-bench {command}` is gone"
+        missing = set(options.split()) - tree[command]
+        assert not missing, f"`genseg-bench {command}` lost {sorted(missing)}"

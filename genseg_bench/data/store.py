@@ -11,7 +11,10 @@ Layout, under a store root chosen by the caller (never a global variable)::
 
 Results carry the fingerprint, so numbers computed on different data never mix
 silently. Preparing writes to a temporary folder and renames it into place: an
-error half-way (a corrupt image, a size mismatch) leaves nothing half-written.
+error half-way (a corrupt image, a size mismatch) leaves nothing half-written; the
+folders get the user's umask (:mod:`genseg_bench.atomic`), not ``mkdtemp``'s 0700.
+Torch is imported only where cases are resized, so the CLI lists prepared sets
+(``genseg-bench tasks``, ``data list``) without loading it.
 
 ``meta.json``'s ``mask_values`` records what the source's binarisation rule did to
 values that were neither background nor foreground (JPEG noise, FUSeg's stray 32s):
@@ -26,22 +29,24 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from genseg_bench import __version__
+from genseg_bench.atomic import make_temp_dir
 from genseg_bench.data.sources import get_source, is_synthetic
 from genseg_bench.data.sources._common import CaseReader
 from genseg_bench.data.types import Case
 from genseg_bench.errors import DataError
+from genseg_bench.values import MIN_IMAGE_SIZE
+
+if TYPE_CHECKING:  # torch loads inside the functions that resize: listing or reading a store needs no torch
+    import torch
 
 STORE_VERSION = 1
 
@@ -86,6 +91,9 @@ def fingerprint_arrays(images: np.ndarray, masks: np.ndarray, case_ids: list[str
 
 
 def _resize_2d(case: Case, size: int) -> tuple[np.ndarray, np.ndarray]:
+    import torch
+    import torch.nn.functional as F
+
     img = torch.from_numpy(np.ascontiguousarray(case.image)).permute(2, 0, 1)[None].float()
     msk = torch.from_numpy(np.ascontiguousarray(case.mask))[None, None].float()
     img = F.interpolate(img, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
@@ -102,6 +110,9 @@ def _normalise_volume(vol: np.ndarray) -> np.ndarray:
 
 
 def _resize_3d(case: Case, size: int) -> tuple[np.ndarray, np.ndarray]:
+    import torch
+    import torch.nn.functional as F
+
     vol = torch.from_numpy(_normalise_volume(case.image.astype(np.float32)))[None, None]
     msk = torch.from_numpy(case.mask.astype(np.float32))[None, None]
     vol = F.interpolate(vol, size=(size, size, size), mode="trilinear", align_corners=False)
@@ -151,6 +162,11 @@ class Store:
     ) -> PreparedSet:
         """Read a raw data set, resize every case, fingerprint it and write it atomically."""
         info = get_source(source)
+        if size < MIN_IMAGE_SIZE:
+            raise DataError(
+                f"{source}: size must be {MIN_IMAGE_SIZE} or more (pixels per side; 3D: voxels per cube edge); "
+                f"got {size}. Pass e.g. --size {256 if info.dims == 2 else 64}."
+            )
         if raw_root is None and not is_synthetic(source):
             raise DataError(
                 f"{source}: give the folder of the raw data set with --from PATH ({info.layout})."
@@ -195,7 +211,7 @@ class Store:
             "mask_values": _mask_values(reader, raw_root),
         }
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{size}-", dir=target.parent))
+        tmp = make_temp_dir(target.parent, str(size))
         try:
             np.save(tmp / "images.npy", img_arr)
             np.save(tmp / "masks.npy", msk_arr)
@@ -284,6 +300,9 @@ def to_tensors(
     Converts channels where a task mixes grey and colour sets, and resizes when a
     profile runs at a smaller size than the store's.
     """
+    import torch
+    import torch.nn.functional as F
+
     imgs = prepared.images[idx]
     msks = prepared.masks[idx]
     if prepared.dims == 2:

@@ -1,0 +1,69 @@
+"""What every part of the ``genseg-bench`` command shares: consoles, options, error handling, parsers.
+
+The CLI is split by concern into typer sub-apps (``cli_run``: tasks, methods and
+runs; ``cli_report``: report and reproduction; ``cli_data``: the ``data`` group;
+``cli_leaderboard``: suites, results export, leaderboard, curves, submit), which
+``cli`` assembles. They import their shared pieces from here and never from one
+another's modules at import time, so there is no import cycle, and none of this
+imports torch: ``--help``, ``tasks`` and ``report`` start without it.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from genseg_bench.data.store import default_store_root
+from genseg_bench.errors import GensegBenchError
+from genseg_bench.values import duplicates, parse_ints
+
+console = Console()
+err_console = Console(stderr=True)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+StoreOpt = Annotated[Path, typer.Option("--store", help="Prepared-data folder.", show_default=True)]
+ResultsOpt = Annotated[Path, typer.Option("--results", help="Result folder (one JSON per run).")]
+TokenOpt = Annotated[str | None, typer.Option(help="Hub token (default: the logged-in one / HF_TOKEN).")]
+DEFAULT_STORE = default_store_root()
+
+
+def friendly(fn: F) -> F:
+    """Turn library errors into a clear message and exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except GensegBenchError as exc:
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def note(message: str) -> None:
+    """A remark on stderr that does not stop the command (stdout stays clean for --format json)."""
+    err_console.print(f"[yellow]note:[/] {message}", highlight=False)
+
+
+def names(text: str | None) -> list[str] | None:
+    """Comma-separated names (None when the option was not given)."""
+    return None if text is None else [x.strip() for x in text.split(",") if x.strip()]
+
+
+def unique_ints(text: str | None, option: str, minimum: int, maximum: int | None = None) -> list[int] | None:
+    """Comma-separated integers in range (None when not given); a repeated value is dropped with a note."""
+    if text is None:
+        return None
+    values = parse_ints(text, option, minimum, maximum)
+    twice = duplicates(values)
+    if twice:
+        note(f"{option} lists {', '.join(map(str, twice))} more than once; each run is done once.")
+        values = list(dict.fromkeys(values))
+    return values
