@@ -17,6 +17,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from genseg_bench.data.store import default_store_root
 from genseg_bench.errors import GensegBenchError
@@ -41,7 +42,8 @@ def friendly(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except GensegBenchError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+            # escaped: a message naming `genseg-bench[leaderboard]` or a `[resampled]` label is text, not markup
+            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
