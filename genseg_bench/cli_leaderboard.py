@@ -125,23 +125,31 @@ def register(app: typer.Typer) -> None:
         ] = None,
         repo: Annotated[str | None, typer.Option(help="A Hub results dataset repo, ORG/NAME.")] = None,
         host: str = "127.0.0.1",
-        port: int = 7860,
-        refresh: Annotated[float | None, typer.Option(help="Reload the results every N seconds.")] = None,
+        port: Annotated[int, typer.Option(min=1, max=65535)] = 7860,
+        refresh: Annotated[
+            float | None, typer.Option(min=1.0, help="Reload the results every N seconds.")
+        ] = None,
     ) -> None:
-        """Serve the leaderboard on http://HOST:PORT (default: the result folder ./results)."""
+        """Serve the Gradio leaderboard (the Space's app) on http://HOST:PORT (default: ./results)."""
+        import importlib.util
+
+        if importlib.util.find_spec("gradio") is None:
+            raise GensegBenchError(
+                "`leaderboard serve` needs gradio, which the core install leaves out: "
+                "pip install 'genseg-bench[leaderboard]' (or pip install gradio)."
+            )
         from genseg_bench.leaderboard_app.data import DataSource
-        from genseg_bench.leaderboard_app.server import make_server, serve_until_interrupted
+        from genseg_bench.leaderboard_app.ui import launch
 
         if results_dir is None and parquet is None and repo is None:
             results_dir = Path("results")
         source = DataSource(results_dir, parquet, repo, refresh)
         snap = source.get()
-        server = make_server(source, host, port)
-        url = f"http://{host}:{server.server_address[1]}/"
         console.print(
-            f"leaderboard of {len(snap.results)} runs from {snap.description} at [bold]{url}[/] (Ctrl-C stops)"
+            f"leaderboard of {len(snap.results)} runs from {snap.description} at "
+            f"[bold]http://{host}:{port}/[/] (Ctrl-C stops)"
         )
-        serve_until_interrupted(server)
+        launch(source, host, port, quiet=True)
 
     @app.command("curves")
     @friendly

@@ -20,9 +20,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from genseg_bench.report import ReportRow
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,10 @@ class Curve:
     test_set: str
     metric: str
     points: list[CurvePoint]
+    context: str = ""
+    """:attr:`ReportRow.context` of its points: a curve never joins runs of different contexts."""
+    label: str = ""
+    """The legend entry: the method, with profile and budget when the method has several curves."""
 
     @property
     def sizes(self) -> list[int]:
@@ -79,19 +86,32 @@ class Efficiency:
 
 
 def curves_from_rows(rows: list[ReportRow], methods: list[str] | None = None) -> list[Curve]:
-    """One curve per (method, test set) from report rows, sizes ascending; sizes with no successful seed are left out."""
-    grouped: dict[tuple[str, str], list[CurvePoint]] = {}
-    metric = {}
+    """One curve per (method, test set, run context) from report rows, sizes ascending.
+
+    Sizes with no successful seed are left out. Rows of different run contexts
+    (profile, budget, data, task version, method config: see
+    :func:`genseg_bench.report.aggregate`) are separate curves, never one line.
+    """
+    grouped: dict[tuple[str, str, str], list[CurvePoint]] = {}
+    first: dict[tuple[str, str, str], ReportRow] = {}
     for r in rows:
         if r.n_seeds == 0 or (methods is not None and r.method not in methods):
             continue
-        grouped.setdefault((r.method, r.test_set), []).append(
-            CurvePoint(r.train_size, r.mean, r.std, r.n_seeds)
-        )
-        metric[(r.method, r.test_set)] = r.metric
+        key = (r.method, r.test_set, r.context)
+        grouped.setdefault(key, []).append(CurvePoint(r.train_size, r.mean, r.std, r.n_seeds))
+        first.setdefault(key, r)
+    per_method: dict[tuple[str, str], int] = {}
+    for m, ts, _ in grouped:
+        per_method[(m, ts)] = per_method.get((m, ts), 0) + 1
     order = {m: i for i, m in enumerate(methods or [])}
-    keys = sorted(grouped, key=lambda k: (k[1], order.get(k[0], len(order)), k[0]))
-    return [Curve(m, ts, metric[(m, ts)], sorted(grouped[(m, ts)], key=lambda p: p.size)) for m, ts in keys]
+    keys = sorted(grouped, key=lambda k: (k[1], order.get(k[0], len(order)), k[0], k[2]))
+    out = []
+    for m, ts, ctx in keys:
+        row = first[(m, ts, ctx)]
+        label = m if per_method[(m, ts)] == 1 else f"{m} [{row.profile}, {row.budget}]"
+        pts = sorted(grouped[(m, ts, ctx)], key=lambda p: p.size)
+        out.append(Curve(m, ts, row.metric, pts, ctx, label))
+    return out
 
 
 def labels_needed(curve: list[CurvePoint], target: float) -> tuple[float, Bound]:
@@ -126,6 +146,72 @@ def efficiency(a: Curve, b: Curve) -> list[Efficiency]:
     return out
 
 
+def curve_figure(curves: list[Curve], title: str) -> Figure:
+    """Score vs training size (log axis) with mean ± std bands, one line per method.
+
+    Built with matplotlib's object API only (a :class:`~matplotlib.figure.Figure`
+    and its own axes, no ``pyplot`` and no backend switch), so the figure belongs
+    to its caller alone: a server can draw figures in several threads at once and
+    nothing is left in a global figure registry to close.
+    """
+    from matplotlib.figure import Figure
+
+    sizes = sorted({p.size for c in curves for p in c.points})
+    metric = curves[0].metric if curves else "score"
+    fig = Figure(figsize=(5.2, 3.4), dpi=110)
+    ax = fig.add_subplot()
+    for c in curves:
+        xs = [p.size for p in c.points]
+        ys = [p.mean for p in c.points]
+        sd = [p.std for p in c.points]
+        (line,) = ax.plot(xs, ys, marker="o", label=c.label or c.method, gid=f"curve-{c.method}")
+        ax.fill_between(
+            xs,
+            [y - s for y, s in zip(ys, sd, strict=True)],
+            [y + s for y, s in zip(ys, sd, strict=True)],
+            alpha=0.2,
+            color=line.get_color(),
+            linewidth=0,
+        )
+    ax.set_xscale("log")
+    if sizes:
+        ax.set_xticks(sizes)
+        ax.set_xticklabels([str(s) for s in sizes])
+        ax.minorticks_off()
+    ax.set_xlabel("training images (log scale)")
+    ax.set_ylabel(f"{metric} (mean ± std over seeds)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    if curves:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def render_figure(fig: Figure, fmt: str, salt: str = "genseg-bench") -> bytes:
+    """The figure as ``png`` or ``svg`` bytes (``Figure.savefig`` picks the Agg / SVG canvas itself).
+
+    SVG text stays text (``svg.fonttype = none``) so that a browser, a screen
+    reader and a test can read the labels and numbers of the plot, and its ids
+    are salted with ``salt`` (several plots can be inlined in one page) and
+    stable across runs. Those two SVG options exist only as rcParams, so they
+    are set for the duration of the SVG save alone; PNG reads no global setting.
+    """
+    import io
+
+    buf = io.BytesIO()
+    if fmt == "svg":
+        from matplotlib import rc_context
+
+        with rc_context({"svg.fonttype": "none", "svg.hashsalt": salt}):
+            fig.savefig(buf, format="svg", metadata={"Date": None})
+    elif fmt == "png":
+        fig.savefig(buf, format="png")
+    else:
+        raise ValueError(f"unknown plot format {fmt!r}; use png or svg")
+    return buf.getvalue()
+
+
 def plot_curves(
     curves: list[Curve],
     title: str,
@@ -133,55 +219,9 @@ def plot_curves(
     formats: tuple[str, ...] = ("png", "svg"),
     salt: str = "genseg-bench",
 ) -> dict[str, bytes]:
-    """Score vs training size (log axis) with mean ± std bands, one line per method.
-
-    Returns the rendered files by format (and writes ``out_base.<fmt>`` when given).
-    SVG text stays text (``svg.fonttype = none``) so that a browser, a screen
-    reader and a test can read the labels and numbers of the plot. ``salt`` makes
-    the SVG's internal ids unique, so several plots can be inlined in one page.
-    """
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    sizes = sorted({p.size for c in curves for p in c.points})
-    metric = curves[0].metric if curves else "score"
-    with plt.rc_context({"svg.fonttype": "none", "svg.hashsalt": salt}):
-        fig, ax = plt.subplots(figsize=(5.2, 3.4), dpi=110)
-        for c in curves:
-            xs = [p.size for p in c.points]
-            ys = [p.mean for p in c.points]
-            sd = [p.std for p in c.points]
-            (line,) = ax.plot(xs, ys, marker="o", label=c.method, gid=f"curve-{c.method}")
-            ax.fill_between(
-                xs,
-                [y - s for y, s in zip(ys, sd, strict=True)],
-                [y + s for y, s in zip(ys, sd, strict=True)],
-                alpha=0.2,
-                color=line.get_color(),
-                linewidth=0,
-            )
-        ax.set_xscale("log")
-        if sizes:
-            ax.set_xticks(sizes)
-            ax.set_xticklabels([str(s) for s in sizes])
-            ax.minorticks_off()
-        ax.set_xlabel("training images (log scale)")
-        ax.set_ylabel(f"{metric} (mean ± std over seeds)")
-        ax.set_title(title, fontsize=10)
-        ax.grid(alpha=0.3)
-        if curves:
-            ax.legend(fontsize=8)
-        fig.tight_layout()
-        rendered: dict[str, bytes] = {}
-        for fmt in formats:
-            buf = io.BytesIO()
-            fig.savefig(buf, format=fmt, metadata={"Date": None} if fmt == "svg" else None)
-            rendered[fmt] = buf.getvalue()
-        plt.close(fig)
+    """:func:`curve_figure` rendered in each format (and written to ``out_base.<fmt>`` when given)."""
+    fig = curve_figure(curves, title)
+    rendered = {fmt: render_figure(fig, fmt, salt) for fmt in formats}
     if out_base is not None:
         Path(out_base).parent.mkdir(parents=True, exist_ok=True)
         for fmt, data in rendered.items():

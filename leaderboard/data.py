@@ -9,7 +9,7 @@ lacks fall back to the installed catalog. A Hub source is re-read at most every
 
 from __future__ import annotations
 
-import contextlib
+import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -17,6 +17,8 @@ from pathlib import Path
 
 from genseg_bench.errors import HubError, ResultFileError
 from genseg_bench.specs import RunResult, TaskSpec
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -27,13 +29,21 @@ class Snapshot:
 
 
 def _with_catalog(tasks: dict[str, TaskSpec], results: list[RunResult]) -> dict[str, TaskSpec]:
-    from genseg_bench.catalog import Catalog
+    """Tasks the source lacks, from the installed catalog when there is one.
 
+    The Space ships no catalog (its copy of genseg_bench holds what the board
+    needs, see ``vendor.py``): there a task without specs in the source is
+    listed as unknown instead.
+    """
     missing = {r.spec.task for r in results} - set(tasks)
-    if missing:
-        catalog = Catalog.load()
-        tasks = {**{t: catalog.tasks[t] for t in missing if t in catalog.tasks}, **tasks}
-    return tasks
+    if not missing:
+        return tasks
+    try:
+        from genseg_bench.catalog import Catalog
+    except ImportError:
+        return tasks
+    catalog = Catalog.load()
+    return {**{t: catalog.tasks[t] for t in missing if t in catalog.tasks}, **tasks}
 
 
 def load_results_dir(path: Path) -> Snapshot:
@@ -98,7 +108,7 @@ def load_hub(repo: str, revision: str | None = None, token: str | None = None) -
 
 
 class DataSource:
-    """A snapshot and how to refresh it; thread-safe for the threading HTTP server."""
+    """A snapshot and how to refresh it; thread-safe (the app answers requests from several threads)."""
 
     def __init__(
         self,
@@ -128,7 +138,11 @@ class DataSource:
         """The current snapshot; reloaded when older than ``refresh_s`` (a failed reload keeps the old one)."""
         with self._lock:
             if self._refresh_s is not None and time.monotonic() - self._loaded > self._refresh_s:
-                with contextlib.suppress(HubError, ResultFileError):
+                try:
                     self._snap = self._load()
+                except (HubError, ResultFileError):
+                    log.warning(
+                        "reloading the results failed; still showing the previous ones", exc_info=True
+                    )
                 self._loaded = time.monotonic()
             return self._snap

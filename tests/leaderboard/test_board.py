@@ -1,17 +1,26 @@
-"""The leaderboard's model and page: ranks, Holm-corrected neighbour tests, filters (no browser needed)."""
+"""The leaderboard's model: ranks, Holm-corrected neighbour tests, rows, filters, CSV (no browser, no gradio)."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 
 import pytest
 from scipy import stats
 
 from genseg_bench.catalog import Catalog
-from genseg_bench.leaderboard_app.board import backbones_of, curve_panels, holm, task_tables
+from genseg_bench.leaderboard_app.board import (
+    COLUMN_NAMES,
+    Filters,
+    RowCache,
+    backbones_of,
+    board_rows,
+    choices,
+    curve_panels,
+    holm,
+    records_csv,
+    task_tables,
+)
 from genseg_bench.leaderboard_app.data import Snapshot
-from genseg_bench.leaderboard_app.render import Filters, render_page
 from genseg_bench.specs import RunResult
 
 
@@ -61,7 +70,7 @@ def test_ties_share_a_rank_and_failed_methods_are_unranked(make_result: Callable
     assert table.rows[0].p_next is None  # identical differences: not testable
 
 
-def test_page_filters_and_stats_note(
+def test_rows_filters_and_search(
     three_methods: list[RunResult], make_result: Callable[..., RunResult]
 ) -> None:
     catalog = Catalog.load()
@@ -70,17 +79,70 @@ def test_page_filters_and_stats_note(
         for s in range(2)
     ]
     snap = Snapshot(three_methods + extra, dict(catalog.tasks), "test data")
-    page = render_page(snap, Filters())
-    assert "Holm" in page and "paired t-test" in page
-    assert page.count('class="board"') == 3  # synthetic/a, synthetic-ood/a and /b
-    only_unet = render_page(snap, Filters(backbone="unet"))
-    assert 'data-method="a"' not in only_unet and 'data-method="b"' in only_unet
-    assert "synthetic-ood" not in re.findall(r'data-task="([^"]+)"', only_unet)
-    one_task = render_page(snap, Filters(task="synthetic-ood"))
-    assert set(re.findall(r'<table class="board" data-task="([^"]+)"', one_task)) == {"synthetic-ood"}
-    assert 'id="no-results"' in render_page(snap, Filters(size="999"))
-    assert 'id="no-results"' in render_page(snap, Filters(dims="3"))
-    assert 'id="no-results"' not in render_page(snap, Filters(organ="synthetic shapes", modality="synthetic"))
+    rows = board_rows(snap)
+    cells = [(r["task"], r["test set"], r["n"], r["rank"], r["method"]) for r in rows]
+    assert cells == [
+        ("synthetic", "synthetic-a", 16, 1, "a"),
+        ("synthetic", "synthetic-a", 16, 2, "c"),
+        ("synthetic", "synthetic-a", 16, 3, "b"),
+        ("synthetic-ood", "synthetic-a", 16, 1, "a"),
+        ("synthetic-ood", "synthetic-b", 16, 1, "a"),
+    ]
+    first = rows[0]
+    assert first["score"] == "0.910 ± 0.010" and first["mean"] == pytest.approx(0.91)
+    assert first["vs next"].startswith("≻ c (p Holm ") and first["kind"] == "supervised"
+    assert first["dims"] == "2D" and first["seeds"] == 3 and set(first) == set(COLUMN_NAMES)
+    # backbone re-ranks among the kept methods: c is first of the unet methods
+    unet = board_rows(snap, Filters(backbones=("unet",)))
+    assert [(r["rank"], r["method"]) for r in unet] == [(1, "c"), (2, "b")]
+    # the search only hides rows: b keeps its rank of the full table
+    assert [(r["rank"], r["method"]) for r in board_rows(snap, Filters(query="B UNET"))] == [(3, "b")]
+    assert {r["task"] for r in board_rows(snap, Filters(tasks=("synthetic-ood",)))} == {"synthetic-ood"}
+    assert board_rows(snap, Filters(sizes=(999,))) == []
+    assert board_rows(snap, Filters(dims=("3D",))) == []
+    assert board_rows(snap, Filters(kinds=("genseg",))) == []
+    assert len(board_rows(snap, Filters(organs=("synthetic shapes",), modalities=("synthetic",)))) == 5
+    ch = choices(snap)
+    assert ch.tasks == ["synthetic", "synthetic-ood"] and ch.backbones == ["deeplabv3plus", "unet"]
+    assert ch.dims == ["2D"] and ch.sizes == [16] and ch.kinds == ["supervised"] and ch.curve_tasks == []
+
+
+def test_row_cache_ranks_once_per_snapshot_and_method_choice(
+    three_methods: list[RunResult], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import genseg_bench.leaderboard_app.board as board
+
+    calls: list[tuple[tuple[str, ...], tuple[str, ...]]] = []
+    real = board.ranked_rows
+
+    def counting(snap: Snapshot, backbones: tuple[str, ...] = (), kinds: tuple[str, ...] = ()) -> list:  # type: ignore[type-arg]
+        calls.append((backbones, kinds))
+        return real(snap, backbones, kinds)
+
+    monkeypatch.setattr(board, "ranked_rows", counting)
+    snap = Snapshot(three_methods, dict(Catalog.load().tasks), "test data")
+    cache = RowCache()
+    assert cache.rows(snap) == board_rows(snap)
+    assert cache.rows(snap, Filters(query="a")) == board_rows(snap, Filters(query="a"))
+    assert cache.rows(snap, Filters(sizes=(16,))) == board_rows(snap, Filters(sizes=(16,)))
+    assert len(calls) == 1 + 3  # the cache ranked once; board_rows three times
+    cache.rows(snap, Filters(backbones=("unet",)))
+    assert len(calls) == 5
+    cache.rows(Snapshot(three_methods, dict(Catalog.load().tasks), "refreshed"))
+    assert len(calls) == 6  # a new snapshot ranks again
+
+
+def test_csv_keeps_full_precision_and_empty_cells(three_methods: list[RunResult]) -> None:
+    import csv
+    import io
+
+    snap = Snapshot(three_methods, dict(Catalog.load().tasks), "test data")
+    rows = board_rows(snap)
+    text = records_csv(rows, COLUMN_NAMES)
+    back = list(csv.DictReader(io.StringIO(text)))
+    assert [r["method"] for r in back] == ["a", "c", "b"]
+    assert float(back[1]["mean"]) == rows[1]["mean"]  # repr round-trips: no digits lost
+    assert back[2]["vs next"] == "" and back[0]["paper"] == ""
 
 
 def test_curve_panels_use_the_weakest_method_as_default_base(make_result: Callable[..., RunResult]) -> None:

@@ -1,28 +1,31 @@
-"""The served leaderboard in a real headless browser (Debian's chromium): the table and a plot render right.
+"""The Gradio leaderboard in a real headless browser (Debian's chromium), driven as a person would.
 
-The app is served from real results (``lb_results``) on a free localhost port;
-chromium loads it, runs the page's script (which records the laid-out size of
-every plot) and dumps the DOM, or takes a screenshot. Numbers are compared with
-``report.aggregate`` on the same results.
+The app is served from real results (``lb_results``: the toy outside method on
+the synthetic suite and UNet on ``synthetic``, smoke profile) on a free
+localhost port. Chromium, driven over its DevTools pipe (``chromium_cdp``),
+picks filters in the dropdowns and types in the search box; the test reads
+the rows the browser shows and checks them against ``report.aggregate`` on the
+same result files, downloads the CSV, opens the curves tab and takes a
+screenshot.
 """
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import shutil
-import subprocess
-import threading
+import socket
+import urllib.request
 from collections.abc import Iterator
-from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 import pytest
+from chromium_cdp import Chromium
 
 from genseg_bench import report as rep
 from genseg_bench.catalog import Catalog
-from genseg_bench.leaderboard_app.data import DataSource
-from genseg_bench.leaderboard_app.server import make_server
 from genseg_bench.results import iter_results
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -31,122 +34,133 @@ pytestmark = pytest.mark.skipif(
     reason="Debian's chromium is not installed (`apt-get install -y chromium`; .ci/run installs it when it can)",
 )
 
+# the page has loaded and no event is running any more
+IDLE = (
+    "document.querySelector('#row-count') && document.querySelector('#row-count').innerText.includes(' of ')"
+    " && !document.querySelector('.progress-text') && !document.querySelector('.wrap.pending')"
+)
+ROWS = """Array.from(document.querySelectorAll('#board [role=row][aria-rowindex]'))
+  .filter(r => r.getAttribute('aria-rowindex') !== '1')
+  .map(r => Array.from(r.querySelectorAll('[role=gridcell]')).map(c => c.innerText.trim()))"""
+HEADERS = "Array.from(document.querySelectorAll('#board thead th')).map(th => th.getAttribute('title'))"
+COUNT = "document.querySelector('#row-count').innerText"
 
-def chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    cmd = [
-        str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-        "--no-first-run", "--hide-scrollbars", f"--user-data-dir={tmp_path / 'chromium-profile'}", *args,
-    ]  # fmt: skip
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=90, check=True)
 
-
-class Dom(HTMLParser):
-    """The parts of the page the test reads: ranked rows per table, and the plot figures."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.tables: dict[tuple[str, str, int], list[dict[str, str]]] = {}
-        self.figures: list[dict[str, str]] = []
-        self.svg_in_figure = 0
-        self._table: tuple[str, str, int] | None = None
-        self._figure = False
-        self._row: dict[str, str] | None = None
-        self._cell: list[str] | None = None
-        self.stats_note = False
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        a = {k: v or "" for k, v in attrs}
-        if tag == "table" and a.get("class") == "board":
-            self._table = (a["data-task"], a["data-test-set"], int(a["data-train-size"]))
-            self.tables[self._table] = []
-        elif tag == "tr" and self._table and "data-method" in a:
-            self._row = {**a, "cells": ""}
-        elif tag == "td" and self._row is not None:
-            self._cell = []
-        elif tag == "figure" and a.get("class") == "curve":
-            self.figures.append(a)
-            self._figure = True
-        elif tag == "svg" and self._figure:
-            self.svg_in_figure += 1
-        elif a.get("id") == "stats-note":
-            self.stats_note = True
-
-    def handle_data(self, data: str) -> None:
-        if self._cell is not None:
-            self._cell.append(data)
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag == "td" and self._row is not None and self._cell is not None:
-            self._row["cells"] += "".join(self._cell).strip() + "|"
-            self._cell = None
-        elif tag == "tr" and self._row is not None and self._table:
-            self.tables[self._table].append(self._row)
-            self._row = None
-        elif tag == "table":
-            self._table = None
-        elif tag == "figure":
-            self._figure = False
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
 def served(lb_results: Path) -> Iterator[str]:
-    server = make_server(DataSource(results_dir=lb_results), "127.0.0.1", 0)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/"
-    server.shutdown()
-    server.server_close()
+    pytest.importorskip("gradio")
+    from genseg_bench.leaderboard_app.data import DataSource
+    from genseg_bench.leaderboard_app.ui import launch
+
+    port = free_port()
+    demo = launch(DataSource(results_dir=lb_results), "127.0.0.1", port, block=False, quiet=True)
+    yield f"http://127.0.0.1:{port}/"
+    demo.close()
 
 
-def test_table_and_plot_render_with_the_report_numbers(served: str, lb_results: Path, tmp_path: Path) -> None:
-    dom = Dom()
-    dom.feed(chromium(tmp_path, "--dump-dom", served).stdout)
-    assert dom.stats_note
+def rows_shown(c: Chromium) -> list[dict[str, str]]:
+    headers = c.js(HEADERS)
+    return [dict(zip(headers, cells, strict=True)) for cells in c.js(ROWS)]
 
+
+def changed(c: Chromium, before: str, timeout: float = 120) -> str:
+    """Wait until the row count differs from ``before`` and the page is idle; the new count."""
+    c.wait_for(f"{IDLE} && {COUNT} !== {json.dumps(before)}", timeout)
+    return str(c.js(COUNT))
+
+
+def choose(c: Chromium, elem_id: str, value: str) -> None:
+    """Pick one value in a gradio dropdown: type it, then Enter selects the match."""
+    c.type_into(f"#{elem_id} input", value)
+    c.wait_for(
+        f"Array.from(document.querySelectorAll('ul[role=listbox] li')).some(li => li.innerText.trim() === {json.dumps(value)})",
+        30,
+    )
+    for kind in ("keyDown", "keyUp"):
+        c.call(
+            "Input.dispatchKeyEvent",
+            session=True,
+            type=kind,
+            key="Enter",
+            code="Enter",
+            windowsVirtualKeyCode=13,
+        )
+
+
+def test_filters_search_csv_and_curves_in_the_browser(served: str, lb_results: Path, tmp_path: Path) -> None:
     task = Catalog.load().task("synthetic")
-    results = list(iter_results(lb_results, "synthetic"))
-    expected = {
-        (r.method, r.train_size): r for r in rep.aggregate(task, results) if r.test_set == "synthetic-a"
+    agg = {
+        (r.method, r.train_size): r for r in rep.aggregate(task, list(iter_results(lb_results, "synthetic")))
     }
 
-    rows = dom.tables[("synthetic", "synthetic-a", 16)]  # the task's headline size
-    assert {r["data-method"] for r in rows} == {"unet", "toy-threshold"}
-    means = [float(r["data-mean"]) for r in rows]
-    assert means == sorted(means, reverse=True)  # ranked by mean
-    for rank, r in enumerate(rows, start=1):
-        agg = expected[(r["data-method"], 16)]
-        assert float(r["data-mean"]) == pytest.approx(agg.mean, abs=1e-6)
-        assert float(r["data-std"]) == pytest.approx(agg.std, abs=1e-6)
-        cells = r["cells"].split("|")
-        assert cells[0] == str(rank) and cells[1] == r["data-method"]
-        assert cells[3] == f"{agg.mean:.3f} ± {agg.std:.3f}"
-    assert rows[0]["cells"].split("|")[7] != ""  # the neighbour test is shown for rank 1
+    with Chromium(str(CHROMIUM), tmp_path / "profile") as c:
+        c.goto(served)
+        c.wait_for(IDLE, 180)
+        count_all = c.js(COUNT)
+        n_all = int(count_all.split()[0])
+        assert count_all == f"{n_all} of {n_all} rows." and n_all > 8
 
-    fig = next(f for f in dom.figures if f["data-task"] == "synthetic")
-    assert dom.svg_in_figure >= 1
-    width, height = (int(x) for x in fig["data-rendered"].split("x"))  # laid out by the browser
-    assert width > 200 and height > 100
-    points = json.loads(fig["data-points"])
-    for method, pts in points.items():
-        for size, mean, std in pts:
-            assert mean == pytest.approx(expected[(method, size)].mean, abs=1e-6)
-            assert std == pytest.approx(expected[(method, size)].std, abs=1e-6)
-    assert {p[0] for p in points["unet"]} == {8, 16}
+        choose(c, "f-task", "synthetic")  # a filter changes the rows
+        count = changed(c, count_all)
+        choose(c, "f-size", "16")
+        count = changed(c, count)
+        rows = rows_shown(c)
+        assert count == f"{len(rows)} of {n_all} rows."
+        assert {(r["task"], r["n"]) for r in rows} == {("synthetic", "16")}
+        assert {r["method"] for r in rows} == {"unet", "toy-threshold"}
+        ranked = sorted(rows, key=lambda r: int(r["rank"]))
+        means = [agg[(r["method"], 16)].mean for r in ranked]
+        assert means == sorted(means, reverse=True)  # ranked by the report's mean
+        for r in rows:  # the table's numbers are report.aggregate's
+            a = agg[(r["method"], 16)]
+            assert r["score"] == f"{a.mean:.3f} ± {a.std:.3f}" and r["seeds"] == str(a.n_seeds)
+            assert r["profile"] == a.profile == "smoke"
+        assert ranked[0]["vs next"].split()[0] in ("≻", "≈", "n/a")
 
+        href = c.js("document.querySelector('#download-csv a, a#download-csv')?.href")
+        text = urllib.request.urlopen(href, timeout=30).read().decode()
+        csv_rows = {(r["method"], int(r["n"])): r for r in csv.DictReader(io.StringIO(text))}
+        assert set(csv_rows) == {(r["method"], 16) for r in rows}
+        for key, r in csv_rows.items():  # full precision in the download
+            assert float(r["mean"]) == pytest.approx(agg[key].mean, rel=1e-12)
+            assert float(r["std"]) == pytest.approx(agg[key].std, rel=1e-12)
 
-def test_filters_in_the_url(served: str, tmp_path: Path) -> None:
-    dom = Dom()
-    dom.feed(chromium(tmp_path, "--dump-dom", served + "?task=synthetic&size=8&backbone=unet").stdout)
-    assert list(dom.tables) == [("synthetic", "synthetic-a", 8)]
-    assert [r["data-method"] for r in dom.tables[("synthetic", "synthetic-a", 8)]] == ["unet"]
+        c.type_into("#search textarea", "unet")  # the search hides rows, ranks stay
+        changed(c, count)
+        (row,) = rows_shown(c)
+        assert row["method"] == "unet" and row["rank"] == next(
+            r["rank"] for r in rows if r["method"] == "unet"
+        )
 
+        c.js(
+            "Array.from(document.querySelectorAll('button[role=tab]')).find(b => b.innerText.includes('Sample efficiency')).click()"
+        )
+        width = c.wait_for(
+            "document.querySelector('#c-plot img') && document.querySelector('#c-plot img').naturalWidth", 120
+        )
+        assert width > 300  # the PNG rendered by the server and laid out by the browser
+        assert "data-efficiency factor" in c.js("document.querySelector('#c-caption').innerText")
+        assert c.js("document.querySelectorAll('#c-factors [role=row]').length") > 1
+        shot = c.screenshot(tmp_path / "curves.png")
 
-def test_screenshot_is_a_rendered_page(served: str, tmp_path: Path) -> None:
     from PIL import Image
 
-    shot = tmp_path / "shot.png"
-    chromium(tmp_path, "--window-size=1200,1600", f"--screenshot={shot}", served + "?task=synthetic")
-    img = Image.open(io.BytesIO(shot.read_bytes())).convert("RGB")
-    assert img.size == (1200, 1600)
-    colours = img.getcolors(maxcolors=1 << 20) or []
-    assert len(colours) > 50  # text, table rules, the plot's lines and bands: not a blank page
+    img = Image.open(shot)
+    assert img.size == (1400, 1800)
+    assert len(img.getcolors(maxcolors=1 << 20) or []) > 50  # text, rules, the plot: not a blank page
+
+
+def test_a_link_with_filters_opens_the_filtered_board(served: str, tmp_path: Path) -> None:
+    with Chromium(str(CHROMIUM), tmp_path / "profile") as c:
+        c.goto(served + "?backbone=threshold&columns=rank,method,backbone,score&task=synthetic-ood,nope")
+        c.wait_for(IDLE, 180)
+        rows: list[dict[str, Any]] = rows_shown(c)
+        assert rows and {(r["method"], r["backbone"]) for r in rows} == {("toy-threshold", "threshold")}
+        assert list(rows[0]) == ["rank", "method", "backbone", "score"]  # the column picker's choice
+        assert c.js("document.querySelector('#f-task').innerText").count("synthetic-ood") == 1

@@ -95,3 +95,44 @@ def test_curves_command_prints_the_factor_table(lb_results: Path, tmp_path: Path
     bad = CliRunner().invoke(app, ["curves", "--task", "synthetic", "--methods", "nope,unet",
                                    "--results", str(lb_results), "--out", str(tmp_path)])  # fmt: skip
     assert bad.exit_code == 2 and "nope" in bad.output
+
+
+def test_plots_use_no_pyplot_and_no_backend_switch(tmp_path: Path) -> None:
+    """In a fresh process: drawing and saving curves leaves pyplot unimported and the backend untouched."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, matplotlib\n"
+        "before = matplotlib.rcParams._get_backend_or_none()\n"
+        "from genseg_bench.curves import Curve, CurvePoint, plot_curves\n"
+        "c = Curve('m', 't', 'dice', [CurvePoint(8, 0.5, 0.1, 3), CurvePoint(16, 0.6, 0.1, 3)])\n"
+        f"out = plot_curves([c], 'title', {str(tmp_path / 'p')!r})\n"
+        "assert out['png'][:4] == b'\\x89PNG' and b'<svg' in out['svg']\n"
+        "assert 'matplotlib.pyplot' not in sys.modules, 'pyplot was imported'\n"
+        "assert matplotlib.rcParams._get_backend_or_none() == before, 'the backend was switched'\n"
+        "assert matplotlib.rcParams['svg.fonttype'] != 'none', 'an SVG setting leaked out'\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert "<text" in (tmp_path / "p.svg").read_text()  # SVG text stays text
+
+
+def test_plot_cache_is_bounded_and_keyed_on_content() -> None:
+    from genseg_bench.leaderboard_app.plots import PlotCache
+
+    cache = PlotCache(maxsize=2)
+    a = [curve("a", {8: 0.5, 16: 0.6})]
+    b = [curve("b", {8: 0.5, 16: 0.6})]
+    png = cache.get(a, "t")
+    assert png[:4] == b"\x89PNG" and cache.renders == 1
+    assert (
+        cache.get([curve("a", {8: 0.5, 16: 0.6})], "t") == png and cache.renders == 1
+    )  # equal content: a hit
+    cache.get(a, "another title")
+    cache.get(b, "t")
+    assert cache.renders == 3 and len(cache) == 2  # the oldest (a, "t") was dropped
+    cache.get(a, "t")
+    assert cache.renders == 4
+    with pytest.raises(ValueError, match="maxsize"):
+        PlotCache(maxsize=0)

@@ -1,0 +1,1 @@
+"""Methods of the benchmark: the interface, supervised baselines, GenSeg, the registry."""

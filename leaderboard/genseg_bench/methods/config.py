@@ -1,0 +1,191 @@
+"""Typed config models of the built-in method kinds, importable without torch.
+
+A method spec's ``config`` table (``baselines/*.toml``) is validated against the
+model of its ``kind`` when the catalog loads, so a typo (``gama = 2``), an
+unknown augmentation op or an out-of-range value is an error naming the file and
+the valid keys before any run starts, not a setting silently ignored or a failed
+run recorded for every cell of a grid. The same models give the *resolved*
+config (every default filled in) that the run identity hashes: changing a
+default changes the run id of every method that relies on it.
+
+The training code (:mod:`genseg_bench.methods.supervised`,
+:mod:`genseg_bench.methods.genseg`) reads its settings through these models too,
+so what is validated is what runs.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from genseg_bench.augment_ops import AugmentConfig, AugOp
+from genseg_bench.errors import SpecError
+
+if TYPE_CHECKING:
+    from genseg_bench.specs import MethodSpec
+
+_RANGES = AugmentConfig()
+"""Default augmentation ranges: one source for the baselines, GenSeg and the augmentation code."""
+
+
+class MethodConfig(BaseModel):
+    """Base of every config model: unknown keys are errors, instances are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def resolved(self) -> dict[str, Any]:
+        """Every setting with its default filled in, as JSON values: what the run identity hashes."""
+        return self.model_dump(mode="json")
+
+
+C = TypeVar("C", bound=MethodConfig)
+
+
+class AugmentRanges(MethodConfig):
+    """Ranges of the geometric augmentation, shared by the supervised baselines and GenSeg."""
+
+    rotate_degrees: float = Field(_RANGES.rotate_degrees, ge=0.0, le=180.0)
+    translate_fraction: float = Field(_RANGES.translate_fraction, ge=0.0, le=0.5)
+    elastic_alpha: float = Field(_RANGES.elastic_alpha, ge=0.0)
+    elastic_grid: int = Field(_RANGES.elastic_grid, ge=2)
+
+    def augmentation(self, ops: list[str]) -> AugmentConfig:
+        """The :class:`AugmentConfig` running ``ops`` with these ranges."""
+        return AugmentConfig(
+            ops=tuple(ops),
+            rotate_degrees=self.rotate_degrees,
+            translate_fraction=self.translate_fraction,
+            elastic_alpha=self.elastic_alpha,
+            elastic_grid=self.elastic_grid,
+        )
+
+
+def _distinct(ops: list[str]) -> list[str]:
+    repeated = sorted({o for o in ops if ops.count(o) > 1})
+    if repeated:
+        raise ValueError(f"augmentation ops {repeated} are listed more than once; list each op once")
+    return ops
+
+
+class SupervisedConfig(AugmentRanges):
+    """Config of ``kind = "supervised"``: the augmentation of one training loop.
+
+    ``augment``: ops applied to image and mask together. ``second_copy``: the "real
+    x2" control, a second augmented copy of each batch as an extra forward (see
+    :class:`~genseg_bench.methods.supervised.SupervisedMethod`).
+    """
+
+    augment: list[AugOp] = []
+    second_copy: list[AugOp] = []
+
+    _augment_distinct = field_validator("augment", "second_copy")(_distinct)
+
+    def augment_config(self) -> AugmentConfig:
+        return self.augmentation(list(self.augment))
+
+    def second_copy_config(self) -> AugmentConfig:
+        return self.augmentation(list(self.second_copy))
+
+
+class GenSegConfig(AugmentRanges):
+    """Config of ``kind = "genseg"`` (see :mod:`genseg_bench.methods.genseg` for what each key does).
+
+    ``end_to_end`` defaults to "learnable cells and not separate": the architecture
+    level only exists when there are alphas to learn and the GAN is trained jointly.
+    The augmentation ranges are the supervised baselines' (:class:`AugmentRanges`).
+    """
+
+    gamma: float = Field(1.0, ge=0.0)
+    end_to_end: bool | None = None
+    separate: bool = False
+    cells: Literal["learnable", "fixed", "single"] = "learnable"
+    augment: list[AugOp] = ["rotate", "flip", "translate"]
+    lambda_l1: float = Field(100.0, ge=0.0)
+    gan_iterations: int | None = Field(None, ge=1)
+    """GAN pre-training iterations of ``separate = true``; None: the profile's iteration budget."""
+    dropout: float = Field(0.5, ge=0.0, lt=1.0)
+    lookahead: Literal["optimizer", "sgd"] = "optimizer"
+    """The unrolled step rule (GenSeg module docstring, *Lookahead*): ``"sgd"`` is Eq. 5 / 7 exactly."""
+    arch_warmup: int = Field(20, ge=0)
+    """End-to-end iterations at the start without the architecture level (module docstring, *Warm-up*)."""
+
+    _augment_distinct = field_validator("augment")(_distinct)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> GenSegConfig:
+        if self.end_to_end and self.separate:
+            raise ValueError(
+                "separate = true trains the GAN before the segmenter, so end_to_end must be false"
+            )
+        if self.end_to_end and self.cells != "learnable":
+            raise ValueError(
+                f"cells = {self.cells!r} has no alphas to learn; end_to_end needs cells = 'learnable'"
+            )
+        if self.gan_iterations is not None and not self.separate:
+            raise ValueError("gan_iterations is the GAN pre-training budget of separate = true only")
+        return self
+
+    @property
+    def unrolled(self) -> bool:
+        """Whether the architecture level (the hypergradient) runs."""
+        if self.end_to_end is not None:
+            return self.end_to_end
+        return self.cells == "learnable" and not self.separate
+
+    @property
+    def mode(self) -> str:
+        return "separate" if self.separate else ("end-to-end" if self.unrolled else "joint")
+
+    def augment_config(self) -> AugmentConfig:
+        return self.augmentation(list(self.augment))
+
+    def resolved(self) -> dict[str, Any]:
+        """As the base, with ``end_to_end`` as it takes effect (never None)."""
+        return {**super().resolved(), "end_to_end": self.unrolled}
+
+    @classmethod
+    def from_spec(cls, spec: MethodSpec) -> GenSegConfig:
+        return parse_config(cls, spec.config, f"method {spec.name!r}")
+
+
+BUILTIN_CONFIGS: dict[str, type[MethodConfig]] = {
+    "supervised": SupervisedConfig,
+    "genseg": GenSegConfig,
+}
+"""The config model of each built-in kind (``genseg_bench.methods.registry.BUILTIN_KINDS``)."""
+
+
+def parse_config(model: type[C], config: dict[str, Any], where: str) -> C:
+    """Validate a ``config`` table; every problem in one :class:`SpecError` naming the valid keys.
+
+    ``where`` says which spec the table belongs to (file and method name), so the
+    message leads the user to the line to fix.
+    """
+    try:
+        return model.model_validate(config)
+    except ValidationError as exc:
+        known = sorted(model.model_fields)
+        problems = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"])
+            if err["type"] == "extra_forbidden":
+                close = difflib.get_close_matches(str(err["loc"][-1]), known, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                problems.append(f"unknown config key {loc!r}{hint}")
+            else:
+                msg = str(err["msg"]).removeprefix("Value error, ")
+                if loc and not isinstance(err["input"], dict | list):
+                    msg += f", not {err['input']!r}"
+                problems.append(f"config.{loc}: {msg}" if loc else msg)
+        raise SpecError(
+            f"{where}: invalid {model.__name__}: {'; '.join(problems)}. "
+            f"Valid config keys: {', '.join(known)}."
+        ) from exc
+
+
+def resolved_config(kind: str, config: dict[str, Any], where: str = "method") -> dict[str, Any]:
+    """``config`` with its kind's defaults filled in; a kind without a known model keeps its table as is."""
+    model = BUILTIN_CONFIGS.get(kind)
+    return parse_config(model, config, where).resolved() if model else dict(config)

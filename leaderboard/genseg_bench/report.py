@@ -1,0 +1,509 @@
+"""Tables from results: mean +- std over seeds beside the paper's numbers, and paired tests.
+
+Pure functions from result records to plain data (:class:`ReportRow`,
+:class:`PairedTest`); rendering to rich / JSON / Markdown is separate, so the
+leaderboard and the CLI show the same numbers.
+
+Only runs of one experiment are averaged. Besides method, size and test set, the
+runs of a row share a :class:`RunContext`: profile, budget, the other profile
+settings, data fingerprints, task identity (version) and resolved method config.
+Runs that differ in any of these are never averaged: they become separate rows,
+each flagged with the fields that differ (a smoke run mixed into quick runs once
+turned 0.957 +- 0.017 over 3 seeds into 0.780 +- 0.354 over 4, silently).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import statistics
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, fields
+from typing import Any, ClassVar
+
+from pydantic import ValidationError
+from scipy import stats
+
+from genseg_bench.errors import SpecError
+from genseg_bench.methods.config import resolved_config
+from genseg_bench.metric_policy import EMPTY_POLICY
+from genseg_bench.specs import MethodSpec, Profile, RunResult, TaskSpec, legacy_task_hash, stable_hash
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What the runs averaged into one row must share, beyond method, size and test set.
+
+    Each field is a short readable label, equal exactly when the runs agree: ``budget``
+    is the profile's iterations and batch size; ``settings`` hashes the rest of the
+    profile (learning rates, widths, image size ...); ``task`` is ``v<version>`` for runs
+    of the current task spec, else the recorded task hash; ``method`` hashes the
+    method spec with its config's defaults filled in.
+    """
+
+    profile: str
+    budget: str
+    settings: str
+    data: str
+    task: str
+    method: str
+
+    LABELS: ClassVar[dict[str, str]] = {
+        "profile": "profile",
+        "budget": "budget",
+        "settings": "profile settings",
+        "data": "data fingerprint",
+        "task": "task version",
+        "method": "method config",
+    }
+
+    @property
+    def shared(self) -> tuple[str, ...]:
+        """Everything but the method config: what two methods' runs must share to be compared."""
+        return (self.profile, self.budget, self.settings, self.data, self.task)
+
+    def key(self) -> str:
+        """The whole context as one string (rows of one method and size that differ in it are split)."""
+        return " | ".join(getattr(self, f.name) for f in fields(self))
+
+
+def _digest(payload: Any) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+
+def _profile_of(r: RunResult) -> dict[str, Any]:
+    """The run's profile with fields added since filled in by their defaults (as written if not a Profile)."""
+    try:
+        return Profile.model_validate(r.profile).model_dump()
+    except ValidationError:
+        return dict(r.profile)
+
+
+def _method_identity(r: RunResult) -> dict[str, Any]:
+    """The recorded method spec as the run identity sees it: prose dropped, built-in configs resolved.
+
+    Resolved with today's defaults, so results of any genseg-bench version compare on
+    equal terms; outside kinds keep their table as written (their package may be absent).
+    """
+    raw = dict(r.method_config)
+    try:
+        spec = MethodSpec.model_validate(raw)
+    except ValidationError:
+        return raw
+    try:
+        config = resolved_config(spec.kind, spec.config)
+    except SpecError:
+        config = dict(spec.config)
+    return {**spec.model_dump(exclude=set(MethodSpec.DESCRIPTIVE)), "config": config}
+
+
+def run_context(task: TaskSpec, r: RunResult) -> RunContext:
+    """The :class:`RunContext` of one run of ``task``.
+
+    A result recorded before task identities existed carries the hash of the whole
+    spec (:func:`~genseg_bench.specs.legacy_task_hash`); when that equals the
+    current spec's, it counts as a run of the current version.
+    """
+    prof = _profile_of(r)
+    iterations = prof.get("iterations") or r.iterations
+    batch = prof.get("batch_size")
+    budget = (
+        f"{iterations} it × {batch}" if iterations and batch else (f"{iterations} it" if iterations else "-")
+    )
+    rest = {k: v for k, v in prof.items() if k not in ("name", "iterations", "batch_size")}
+    data = ", ".join(f"{k} {v}" for k, v in sorted(r.spec.data_fingerprints.items())) or "-"
+    current = r.spec.task_hash in (stable_hash(task), legacy_task_hash(task))
+    return RunContext(
+        profile=r.spec.profile,
+        budget=budget,
+        settings=_digest(rest),
+        data=data,
+        task=f"v{task.version}" if current else f"task_hash {r.spec.task_hash} (not the current spec)",
+        method=_digest(_method_identity(r)),
+    )
+
+
+@dataclass(frozen=True)
+class ReportRow:
+    """One (method, training size, test set) cell aggregated over the seeds of one :class:`RunContext`."""
+
+    method: str
+    train_size: int
+    test_set: str
+    metric: str
+    mean: float
+    std: float
+    n_seeds: int
+    seeds: list[int]
+    scores: list[float]
+    failed: int
+    paper: float | None
+    paper_kind: str | None
+    paper_baseline: str | None
+    paper_figure: str | None
+    measured_gain: float | None
+    n_train: int | None = None
+    """Training cases of the n labelled (the rest validate)."""
+    n_val: int | None = None
+    images_seen: int | None = None
+    """Images the segmenter processed in training (real, augmented, generated), mean over seeds."""
+    updates: int | None = None
+    flags: tuple[str, ...] = ()
+    """Warnings about the runs behind this row (see :func:`run_flags`), and why it is split."""
+    profile: str = ""
+    budget: str = ""
+    """The profile's iterations and batch size (``800 it × 8``)."""
+    context: str = ""
+    """:meth:`RunContext.key` of the runs behind the row."""
+    split: tuple[str, ...] = ()
+    """The :class:`RunContext` fields in which this row's runs differ from other rows of the same
+    method and size (never averaged with them); empty when the method and size have one row."""
+
+    @property
+    def delta(self) -> float | None:
+        """Measured minus paper (for a score) or measured gain minus paper gain."""
+        if self.paper is None:
+            return None
+        if self.paper_kind == "gain":
+            return None if self.measured_gain is None else self.measured_gain - self.paper
+        return self.mean - self.paper
+
+
+@dataclass(frozen=True)
+class PairedTest:
+    """Two-sided paired t-test between two methods across seeds (one pair per seed)."""
+
+    method_a: str
+    method_b: str
+    train_size: int
+    test_set: str
+    mean_a: float
+    mean_b: float
+    mean_diff: float
+    n_pairs: int
+    t: float | None
+    p_value: float | None
+    profile: str = ""
+    context: tuple[str, ...] = ()
+    """:attr:`RunContext.shared` of the paired runs: runs of different contexts are never paired."""
+
+
+RESAMPLED = " [resampled]"
+"""Suffix of a method's label for runs whose seeds drew their own labelled subsets."""
+
+
+def method_label(r: RunResult) -> str:
+    """A method's row label: runs on resampled subsets are a different experiment from fixed ones."""
+    return r.spec.method + (RESAMPLED if r.spec.subset == "resampled" else "")
+
+
+def run_flags(r: RunResult) -> list[str]:
+    """Warnings that a run did not really train.
+
+    * ``lr collapsed early``: the segmenter's learning rate fell below 1e-3 of its start
+      within the first 10 % of the budget (the scheduler froze the run).
+    * ``best val = empty prediction``: the best validation score is what predicting
+      nothing scores, so the selected checkpoint learned nothing.
+    """
+    flags = []
+    traj = r.trajectory
+    its, lrs = traj.get("iteration", []), traj.get("lr", [])
+    if its and lrs and r.iterations:
+        lr0 = float(lrs[0])
+        early = [float(lr) for it, lr in zip(its, lrs, strict=False) if it <= 0.1 * r.iterations]
+        if lr0 > 0 and early and min(early) < 1e-3 * lr0:
+            flags.append("lr collapsed early")
+    empty = r.extras.get("empty_val_score")
+    if empty is not None and r.best_val_score is not None and r.best_val_score <= float(empty) + 1e-9:
+        flags.append("best val = empty prediction")
+    return flags
+
+
+Cell = tuple[str, int, str, RunContext]
+"""(method label, training size, test set, context): the runs one row averages."""
+Runs = dict[tuple[str, int, RunContext], list[RunResult]]
+"""Every run (ok or failed) per (method label, training size, context)."""
+
+
+def _group(task: TaskSpec, results: Iterable[RunResult]) -> tuple[dict[Cell, dict[int, float]], Runs]:
+    """Scores per cell and seed, and the runs per (method, size, context)."""
+    scores: dict[Cell, dict[int, float]] = defaultdict(dict)
+    runs: Runs = defaultdict(list)
+    for r in results:
+        ctx = run_context(task, r)
+        runs[(method_label(r), r.spec.train_size, ctx)].append(r)
+        if r.status != "ok":
+            continue
+        for ts in r.test_sets:
+            scores[(method_label(r), r.spec.train_size, ts, ctx)][r.spec.seed] = r.score(ts)
+    return scores, runs
+
+
+def _run_facts(runs: list[RunResult]) -> dict[str, Any]:
+    """Split sizes, mean budget and the union of run flags over the ok runs of one (method, size, context)."""
+    ok = [r for r in runs if r.status == "ok"]
+    if not ok:
+        return {}
+    seen = [int(r.budget["images_seen"]) for r in ok if "images_seen" in r.budget]
+    ups = [int(r.budget["updates"]) for r in ok if "updates" in r.budget]
+    flags: list[str] = []
+    for r in ok:
+        flags += [f"seed {r.spec.seed}: {f}" for f in run_flags(r)]
+    return {
+        "n_train": len(ok[0].train_cases) or None,
+        "n_val": len(ok[0].val_cases) or None,
+        "images_seen": round(statistics.fmean(seen)) if seen else None,
+        "updates": round(statistics.fmean(ups)) if ups else None,
+        "flags": tuple(flags),
+    }
+
+
+def _splits(contexts: Iterable[RunContext]) -> dict[RunContext, tuple[tuple[str, ...], str]]:
+    """For the contexts of one (method, size): the labels of the fields that differ, and a flag saying so."""
+    ctxs = sorted(set(contexts), key=RunContext.key)
+    if len(ctxs) < 2:
+        return {c: ((), "") for c in ctxs}
+    differing = [f.name for f in fields(RunContext) if len({getattr(c, f.name) for c in ctxs}) > 1]
+    labels = tuple(RunContext.LABELS[f] for f in differing)
+    out = {}
+    for c in ctxs:
+        mine = "; ".join(f"{RunContext.LABELS[f]} {getattr(c, f)}" for f in differing)
+        out[c] = (
+            labels,
+            f"not averaged with {len(ctxs) - 1} other row(s) of this method and size: "
+            f"runs differ in {', '.join(labels)} (this row: {mine})",
+        )
+    return out
+
+
+def _std(values: list[float]) -> float:
+    return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def aggregate(task: TaskSpec, results: list[RunResult]) -> list[ReportRow]:
+    """Mean and sample std (ddof = 1) over seeds per method, size, test set and run context, with paper numbers.
+
+    Runs of one method and size that differ in their :class:`RunContext` are separate
+    rows, each flagged with the fields that differ (:attr:`ReportRow.split`).
+    """
+    results = [r for r in results if r.spec.task == task.id]
+    scores, runs = _group(task, results)
+    means = {(m, n, ts, ctx.shared): statistics.fmean(v.values()) for (m, n, ts, ctx), v in scores.items()}
+    # a score reference wins over a gain reference for the same cell (the score is comparable as is)
+    ordered = sorted(task.references, key=lambda ref: ref.kind == "score")
+    refs = {(ref.method, ref.train_size, ref.test_set): ref for ref in ordered}
+    contexts: dict[tuple[str, int], list[RunContext]] = defaultdict(list)
+    for m, n, ctx in runs:
+        contexts[(m, n)].append(ctx)
+    splits = {key: _splits(ctxs) for key, ctxs in contexts.items()}
+    rows = []
+    keys = set(scores) | {(m, n, ts.name, ctx) for (m, n, ctx) in runs for ts in task.test_sets}
+    order = {ts.name: i for i, ts in enumerate(task.test_sets)}
+    for method, n, ts, ctx in sorted(keys, key=lambda k: (k[1], order.get(k[2], 99), k[0], k[3].key())):
+        per_seed = scores.get((method, n, ts, ctx), {})
+        vals = [per_seed[s] for s in sorted(per_seed)]
+        ref = refs.get((method, n, ts))
+        gain = None
+        if ref is not None and ref.kind == "gain" and ref.baseline and vals:
+            base = means.get((ref.baseline, n, ts, ctx.shared))
+            gain = None if base is None else statistics.fmean(vals) - base
+        group = runs.get((method, n, ctx), [])
+        split, split_flag = splits[(method, n)][ctx]
+        facts = _run_facts(group)
+        flags = tuple(facts.pop("flags", ())) + ((split_flag,) if split_flag else ())
+        rows.append(
+            ReportRow(
+                method=method,
+                train_size=n,
+                test_set=ts,
+                metric=task.metric,
+                mean=statistics.fmean(vals) if vals else math.nan,
+                std=_std(vals),
+                n_seeds=len(vals),
+                seeds=sorted(per_seed),
+                scores=vals,
+                failed=sum(r.status != "ok" for r in group),
+                paper=ref.value if ref else None,
+                paper_kind=ref.kind if ref else None,
+                paper_baseline=ref.baseline if ref else None,
+                paper_figure=ref.figure if ref else None,
+                measured_gain=gain,
+                **facts,
+                flags=flags,
+                profile=ctx.profile,
+                budget=ctx.budget,
+                context=ctx.key(),
+                split=split,
+            )
+        )
+    return rows
+
+
+def split_warnings(rows: list[ReportRow]) -> list[str]:
+    """One line per (method, size) whose runs were set apart, naming the fields that differ."""
+    seen: dict[tuple[str, int], set[str]] = {}
+    for r in rows:
+        if r.split:
+            seen.setdefault((r.method, r.train_size), set()).update(r.split)
+    return [
+        f"{m} n={n}: runs differ in {', '.join(sorted(fs))}; shown as separate rows, never averaged."
+        for (m, n), fs in sorted(seen.items())
+    ]
+
+
+def paired_tests(task: TaskSpec, results: list[RunResult], method_a: str, method_b: str) -> list[PairedTest]:
+    """Paired t-tests of ``a`` vs ``b`` per size, test set and shared run context, pairing runs by seed.
+
+    Only runs of one profile, budget, data and task version are paired. A method whose
+    runs at a size differ in their config gets one test per config.
+    """
+    scores, _ = _group(task, (r for r in results if r.spec.task == task.id))
+    cells: dict[tuple[int, tuple[str, ...]], dict[str, set[RunContext]]] = defaultdict(
+        lambda: {method_a: set(), method_b: set()}
+    )
+    for m, n, _, ctx in scores:
+        if m in (method_a, method_b):
+            cells[(n, ctx.shared)][m].add(ctx)
+    out = []
+    for (n, shared), by_method in sorted(cells.items()):
+        for ca in sorted(by_method[method_a], key=RunContext.key):
+            for cb in sorted(by_method[method_b], key=RunContext.key):
+                for ts in task.test_sets:
+                    a = scores.get((method_a, n, ts.name, ca), {})
+                    b = scores.get((method_b, n, ts.name, cb), {})
+                    seeds = sorted(set(a) & set(b))
+                    if not seeds:
+                        continue
+                    xa = [a[s] for s in seeds]
+                    xb = [b[s] for s in seeds]
+                    diffs = [x - y for x, y in zip(xa, xb, strict=True)]
+                    t = p = None
+                    if len(seeds) >= 2 and _std(diffs) > 0:
+                        res = stats.ttest_rel(xa, xb)
+                        t, p = float(res.statistic), float(res.pvalue)
+                    out.append(
+                        PairedTest(
+                            method_a,
+                            method_b,
+                            n,
+                            ts.name,
+                            statistics.fmean(xa),
+                            statistics.fmean(xb),
+                            statistics.fmean(diffs),
+                            len(seeds),
+                            t,
+                            p,
+                            profile=ca.profile,
+                            context=shared,
+                        )
+                    )
+    return out
+
+
+def _fmt(x: float | None, signed: bool = False) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "-"
+    return f"{x:+.3f}" if signed else f"{x:.3f}"
+
+
+def paper_cell(row: ReportRow) -> str:
+    if row.paper is None:
+        return "-"
+    if row.paper_kind == "gain":
+        return f"{row.paper:+.3f} vs {row.paper_baseline} ({row.paper_figure})"
+    return f"{row.paper:.3f} ({row.paper_figure})"
+
+
+def table_rows(rows: list[ReportRow]) -> list[list[str]]:
+    """Rows as strings in :data:`HEADER` order (profile and budget beside the seeds)."""
+    out = []
+    for r in rows:
+        score = "-" if r.n_seeds == 0 else f"{r.mean:.3f} ± {r.std:.3f}"
+        seeds = f"{r.n_seeds}" + (f" ({r.failed} failed)" if r.failed else "")
+        n = str(r.train_size) + (f" ({r.n_train}+{r.n_val})" if r.n_train is not None else "")
+        seen = "-" if r.images_seen is None else f"{r.images_seen:,}"
+        out.append(
+            [
+                r.method,
+                n,
+                r.test_set,
+                score,
+                seeds,
+                f"{r.profile} ({r.budget})" if r.profile else "-",
+                seen,
+                paper_cell(r),
+                _fmt(r.delta, True),
+                "; ".join(r.flags) or "-",
+            ]
+        )
+    return out
+
+
+HEADER = [
+    "method",
+    "n (train+val)",
+    "test set",
+    "score (mean ± std)",
+    "seeds",
+    "profile (budget)",
+    "images seen",
+    "paper",
+    "Δ vs paper",
+    "flags",
+]
+
+
+def to_markdown(task: TaskSpec, rows: list[ReportRow], tests: list[PairedTest]) -> str:
+    lines = [
+        f"## {task.id}: {task.description}",
+        "",
+        f"Metric: {task.metric}. Task version {task.version}. {EMPTY_POLICY} "
+        "Std is the sample standard deviation over seeds.",
+        "",
+    ]
+    lines.append("| " + " | ".join(HEADER) + " |")
+    lines.append("|" + "---|" * len(HEADER))
+    lines += ["| " + " | ".join(r) + " |" for r in table_rows(rows)]
+    warnings = split_warnings(rows)
+    if warnings:
+        lines += ["", "Runs set apart (see each row's flags):", ""] + [f"* {w}" for w in warnings]
+    if tests:
+        lines += [
+            "",
+            "Two-sided paired t-test across seeds:",
+            "",
+            "| a | b | n train | test set | profile | mean a | mean b | a − b | pairs | t | p |",
+            "|" + "---|" * 11,
+        ]
+        lines += [
+            f"| {t.method_a} | {t.method_b} | {t.train_size} | {t.test_set} | {t.profile or '-'} | {t.mean_a:.3f} | "
+            f"{t.mean_b:.3f} | {t.mean_diff:+.3f} | {t.n_pairs} | {_fmt(t.t)} | {_fmt(t.p_value)} |"
+            for t in tests
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def _no_nan(obj: object) -> object:
+    if isinstance(obj, float) and math.isnan(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _no_nan(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_no_nan(v) for v in obj]
+    return obj
+
+
+def to_json(task: TaskSpec, rows: list[ReportRow], tests: list[PairedTest]) -> str:
+    """JSON with NaN (no successful seed) written as null, so every JSON parser reads it."""
+    payload = {
+        "task": task.id,
+        "metric": task.metric,
+        "task_version": task.version,
+        "policy": EMPTY_POLICY,
+        "warnings": split_warnings(rows),
+        "rows": [{**asdict(r), "delta": r.delta} for r in rows],
+        "paired_tests": [asdict(t) for t in tests],
+    }
+    return json.dumps(_no_nan(payload), indent=1, allow_nan=False)
