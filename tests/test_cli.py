@@ -172,3 +172,18 @@ def test_commands_users_type_keep_their_names_and_options() -> None:
         assert command in tree, f"`genseg-bench {command}` is gone"
         missing = set(options.split()) - tree[command]
         assert not missing, f"`genseg-bench {command}` lost {sorted(missing)}"
+
+
+def test_run_suite_takes_the_suites_profile_unless_one_is_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    from genseg_bench import cli_run
+
+    seen: list[tuple[str, str]] = []
+    monkeypatch.setattr(cli_run, "run_suite", lambda catalog, suite, *a: seen.append((suite, a[3].name)))
+    for args in (
+        ["--suite", "paper-core"],
+        ["--suite", "synthetic"],
+        ["--suite", "paper-core", "--profile", "smoke"],
+    ):
+        code, out = invoke("run", *args, "--device", "cpu")
+        assert code == 0, out
+    assert seen == [("paper-core", "paper"), ("synthetic", "quick"), ("paper-core", "smoke")]

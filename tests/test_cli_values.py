@@ -80,8 +80,9 @@ def test_missing_cuda_device_is_named(tmp_path: Path) -> None:
     assert nothing_written(tmp_path)
 
 
-def test_duplicate_sizes_and_seeds_run_once_with_a_note(tmp_path: Path) -> None:
+def test_duplicate_sizes_and_seeds_run_once_with_a_note(tmp_path: Path, store: Store) -> None:
     args = run_args(tmp_path, "--iterations", "2")
+    args[args.index("--store") + 1] = str(store.root)  # the session's store: synthetic data generated once
     args[args.index("8")] = "8,8"
     args[args.index("0")] = "0,0"
     code, out = invoke(*args)
@@ -133,16 +134,29 @@ def test_prepare_3d_without_size_uses_the_tasks_cube(tmp_path: Path) -> None:
     assert "no --size given: kvasir at 256" in out
 
 
-def test_prepared_synthetic_set_is_readable_by_the_group(tmp_path: Path) -> None:
+def test_prepared_set_gets_the_users_umask(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Stores are created with the user's umask (0o022 here), not mkdtemp's 0700."""
+    import dataclasses
     import os
 
+    import numpy as np
+
+    from genseg_bench.data import store as store_mod
+    from genseg_bench.data.sources import get_source
+    from genseg_bench.data.types import Case
+
+    def two_cases(root: Path) -> object:  # a two-case source: the store's writing is what is tested
+        blank = np.zeros((12, 12), dtype=bool)
+        return iter([Case(f"c{i}", np.full((12, 12, 3), 9 * i, np.uint8), blank) for i in range(2)])
+
+    info = dataclasses.replace(get_source("kvasir"), read=two_cases)
+    monkeypatch.setattr(store_mod, "get_source", lambda source: info)
     old = os.umask(0o022)
     try:
-        p = Store(tmp_path / "store").prepare("synthetic-a", None, 16)
+        p = Store(tmp_path / "store").prepare("kvasir", tmp_path, 16)
     finally:
         os.umask(old)
     assert p.path.stat().st_mode & 0o777 == 0o755
     assert (p.path / "images.npy").stat().st_mode & 0o777 == 0o644
-    assert json.loads((p.path / "meta.json").read_text())["size"] == 16
+    assert json.loads((p.path / "meta.json").read_text())["size"] == 16 and p.case_ids == ["c0", "c1"]
     assert [c.name for c in p.path.parent.iterdir()] == ["16"]  # no temporary folder left

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from genseg_bench.catalog import Catalog
 from genseg_bench.cli import app
+from genseg_bench.data.store import Store
 from genseg_bench.errors import ResultFileError
 from genseg_bench.results import iter_results, load_results, read_result, result_path, write_result
 from genseg_bench.specs import SCHEMA_VERSION, RunResult, RunSpec, TestSetResult
@@ -99,7 +100,8 @@ def test_report_lists_unreadable_files_and_reports_the_rest(tmp_path: Path) -> N
     (good.parent / "notes.json").write_text("[]")
     code, out = invoke("report", "--task", "synthetic", "--results", str(tmp_path), "--format", "json")
     assert code == 0, out
-    assert "1 file(s) under" in out and "notes.json" in out and "leaves them out" in out
+    assert "1 file(s) under" in out and "leaves them out" in out
+    assert "notes.json" in out.replace(" ", "")  # a long path is wrapped by rich
     assert '"n_seeds": 2' in out
 
 
@@ -116,7 +118,6 @@ def test_report_compare_with_a_method_without_results_says_so(tmp_path: Path) ->
 def test_tasks_shows_a_set_prepared_at_another_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from genseg_bench import cli
     from genseg_bench.cli_run import data_status
-    from genseg_bench.data.store import Store
 
     (tmp_path / "kvasir" / "128").mkdir(parents=True)
     (tmp_path / "kvasir" / "128" / "meta.json").write_text("{}")  # what Store.is_prepared looks for
@@ -130,11 +131,11 @@ def test_tasks_shows_a_set_prepared_at_another_size(tmp_path: Path, monkeypatch:
     assert code == 0 and "ready (kvasir at 128 px)" in out
 
 
-def test_rerun_moves_a_newer_file_aside_and_ignores_a_foreign_one(tmp_path: Path) -> None:
-    results, store = tmp_path / "results", tmp_path / "store"
+def test_rerun_moves_a_newer_file_aside_and_ignores_a_foreign_one(tmp_path: Path, store: Store) -> None:
+    results = tmp_path / "results"
     grid = ["run", "--task", "synthetic", "--methods", "unet", "--sizes", "8", "--seeds", "0",
             "--profile", "smoke", "--iterations", "2", "--device", "cpu",
-            "--results", str(results), "--store", str(store)]  # fmt: skip
+            "--results", str(results), "--store", str(store.root)]  # fmt: skip
     code, out = invoke(*grid, "--no-report")
     assert code == 0, out
     (path,) = (results / "synthetic").glob("*.json")
@@ -144,8 +145,9 @@ def test_rerun_moves_a_newer_file_aside_and_ignores_a_foreign_one(tmp_path: Path
     (results / "synthetic" / "summary.json").write_text('{"foreign": true}')
     code, out = invoke(*grid)  # with the report: the foreign file must not fail the grid
     assert code == 0, out
-    assert f"moved {path}" in out and "its run is done again" in out and "1 run(s) done" in out
-    assert "summary.json" in out and "leaves them out" in out
+    assert f"moved{path}" in out.replace(" ", "") and "its run is done again" in out
+    assert "1 run(s) done" in out
+    assert "summary.json" in out.replace(" ", "") and "leaves them out" in out
     assert read_result(path).schema_version == SCHEMA_VERSION
     (aside,) = (results / "synthetic").glob(f"{path.name}.unreadable-*")
     assert json.loads(aside.read_text())["schema_version"] == SCHEMA_VERSION + 1
