@@ -110,6 +110,7 @@ def main() -> None:
     train_time = time.perf_counter() - start
     model.load_state_dict(best_state)
     out: dict[str, object] = {
+        "task": res["spec"]["task"],
         "seed": seed,
         "n_train": len(train_x),
         "n_val": len(val_x),

@@ -161,7 +161,8 @@ def task_section(task: TaskSpec, runs: list[RunResult], methods: Sequence[str], 
 def independent_section(records: list[dict[str, object]]) -> list[str]:
     """The check of the suite's vanilla UNet against a plain independent Adam loop (same split and wall time).
 
-    ``records`` are the JSON lines ``benchmarks/independent_loop.py`` prints, one per suite run.
+    ``records`` are the JSON lines ``benchmarks/independent_loop.py`` prints, one per suite run;
+    they are tabled per task (the ``task`` the loop read from the suite's result file).
     """
     if not records:
         return []
@@ -173,37 +174,47 @@ def independent_section(records: list[dict[str, object]]) -> list[str]:
         "train / validation / test cases, for the wall-clock budget in the table (at least the suite "
         "run's own training time on an otherwise idle machine). Dice per case.",
         "",
-        "| seed | n train+val | wall budget (s) | suite it | loop it | suite in-domain | loop in-domain "
-        "| suite out-of-domain | loop out-of-domain |",
-        "|---|---|---|---|---|---|---|---|---|",
     ]
-    suite_in, loop_in = [], []
-    for r in sorted(records, key=lambda r: int(r["seed"])):  # type: ignore[call-overload]
-        scores = dict(r["suite_scores"])  # type: ignore[call-overload]
-        names = list(scores)
-        ood = [k for k in r if k.startswith("loop_test_") and k != "loop_test_in_domain"]
-        ood_name = ood[0][len("loop_test_") :] if ood else None
-        s_in = float(scores[names[0]])
-        l_in = float(r["loop_test_in_domain"])  # type: ignore[arg-type]
-        suite_in.append(s_in)
-        loop_in.append(l_in)
-        s_ood = scores.get(ood_name) if ood_name else None
-        l_ood = r[ood[0]] if ood else None
-        lines.append(
-            f"| {r['seed']} | {r['n_train']}+{r['n_val']} | {r['budget_s']} | {r['suite_iterations']} | "
-            f"{r['loop_iterations']} | {s_in:.3f} | {l_in:.3f} | {_f(s_ood)} | {_f(l_ood)} |"  # type: ignore[arg-type]
-        )
-    lines += [
-        "",
-        f"Mean in-domain Dice: suite {statistics.fmean(suite_in):.3f}, independent loop "
-        f"{statistics.fmean(loop_in):.3f} ({len(suite_in)} seed(s)); the suite's baseline "
-        + (
-            "is at least as good as the loop."
-            if statistics.fmean(suite_in) >= statistics.fmean(loop_in)
-            else "is below the loop: treat its numbers as undertrained."
-        ),
-        "",
-    ]
+    by_task: dict[str, list[dict[str, object]]] = {}
+    for r in records:
+        if "task" not in r:
+            raise ValueError(f"independent-loop record without a 'task' field: {r}")
+        by_task.setdefault(str(r["task"]), []).append(r)
+    for task, recs in sorted(by_task.items()):
+        lines += [
+            f"### {task}",
+            "",
+            "| seed | n train+val | wall budget (s) | suite it | loop it | suite in-domain | loop in-domain "
+            "| suite out-of-domain | loop out-of-domain |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        suite_in, loop_in = [], []
+        for r in sorted(recs, key=lambda r: int(r["seed"])):  # type: ignore[call-overload]
+            scores = dict(r["suite_scores"])  # type: ignore[call-overload]
+            names = list(scores)
+            ood = [k for k in r if k.startswith("loop_test_") and k != "loop_test_in_domain"]
+            ood_name = ood[0][len("loop_test_") :] if ood else None
+            s_in = float(scores[names[0]])
+            l_in = float(r["loop_test_in_domain"])  # type: ignore[arg-type]
+            suite_in.append(s_in)
+            loop_in.append(l_in)
+            s_ood = scores.get(ood_name) if ood_name else None
+            l_ood = r[ood[0]] if ood else None
+            lines.append(
+                f"| {r['seed']} | {r['n_train']}+{r['n_val']} | {r['budget_s']} | {r['suite_iterations']} | "
+                f"{r['loop_iterations']} | {s_in:.3f} | {l_in:.3f} | {_f(s_ood)} | {_f(l_ood)} |"  # type: ignore[arg-type]
+            )
+        lines += [
+            "",
+            f"Mean in-domain Dice on {task}: suite {statistics.fmean(suite_in):.3f}, independent loop "
+            f"{statistics.fmean(loop_in):.3f} ({len(suite_in)} seed(s)); the suite's baseline "
+            + (
+                "is at least as good as the loop."
+                if statistics.fmean(suite_in) >= statistics.fmean(loop_in)
+                else "is below the loop: treat its numbers as undertrained."
+            ),
+            "",
+        ]
     return lines
 
 

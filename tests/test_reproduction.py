@@ -56,6 +56,7 @@ def test_document_numbers_come_from_the_result_files(tmp_path: Path) -> None:
     write_result(results, _result(task, "unet-real-x2", 0, {}, ok=False))
     loops = [
         {
+            "task": "synthetic-ood",
             "seed": 0,
             "n_train": 32,
             "n_val": 8,
@@ -77,6 +78,7 @@ def test_document_numbers_come_from_the_result_files(tmp_path: Path) -> None:
     assert f"genseg-unet − unet on {b}: +0.000" in doc or f"genseg-unet − unet on {b}: -0.000" in doc
     assert "Failed: unet-real-x2 seed 0: `TrainingDiverged: GAN loss became nan at iteration 3`" in doc
     assert "| 0 | 32+8 | 600.0 | 800 | 900 | 0.700 | 0.650 | 0.500 | 0.400 |" in doc
+    assert "### synthetic-ood" in doc and "Mean in-domain Dice on synthetic-ood: suite 0.700" in doc
     assert "is at least as good as the loop" in doc
 
 
