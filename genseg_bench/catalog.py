@@ -28,7 +28,7 @@ from pydantic import ValidationError
 from genseg_bench.errors import SpecError, unknown
 from genseg_bench.methods.config import BUILTIN_CONFIGS, parse_config
 from genseg_bench.methods.registry import available_kinds, is_known_kind
-from genseg_bench.models.backbones import check_backbone
+from genseg_bench.models.backbones import check_backbone, smp_architectures
 from genseg_bench.specs import MethodSpec, SuiteSpec, TaskSpec
 
 
@@ -120,8 +120,11 @@ def _validate(model: type, resolved: dict[str, tuple[Path, dict[str, Any]]], wha
     return out
 
 
-def _check_method(path: Path, spec: MethodSpec) -> None:
-    """Kind, config and backbone of a validated method spec; errors name the file and the valid choices."""
+def _check_method(path: Path, spec: MethodSpec, smp_names: tuple[str, ...]) -> None:
+    """Kind, config and backbone of a validated method spec; errors name the file and the valid choices.
+
+    ``smp_names``: segmentation_models_pytorch's architecture names, read once per load.
+    """
     where = f"{path}: method {spec.name!r}"
     if not is_known_kind(spec.kind):
         raise SpecError(
@@ -132,7 +135,7 @@ def _check_method(path: Path, spec: MethodSpec) -> None:
     if model is not None:
         parse_config(model, spec.config, where)
     try:
-        check_backbone(spec.backbone, spec.encoder_weights)
+        check_backbone(spec.backbone, spec.encoder_weights, smp_names)
     except SpecError as exc:
         raise SpecError(f"{where}: {exc}") from None
 
@@ -152,8 +155,9 @@ class Catalog:
         tasks = _validate(TaskSpec, _resolve(_read_tables(tdir, "task", ("suite",)), "id"), "task")
         method_tables = _resolve(_read_tables(mdir, "method"), "name")
         methods = _validate(MethodSpec, method_tables, "method")
+        smp_names = smp_architectures()
         for name, spec in methods.items():
-            _check_method(method_tables[name][0], spec)
+            _check_method(method_tables[name][0], spec, smp_names)
         suite_tables = _resolve(_read_tables(tdir, "suite", ("task",)), "id")
         suites = _validate(SuiteSpec, suite_tables, "suite")
         for sid, suite in suites.items():

@@ -72,22 +72,21 @@ def smp_architectures() -> tuple[str, ...]:
     return names
 
 
-def valid_backbones() -> tuple[str, ...]:
-    """Every backbone name a method spec may use (2D or 3D)."""
-    return tuple(dict.fromkeys((*smp_architectures(), *PAPER_CODE_2D, *BACKBONES_3D)))
-
-
-def check_backbone(backbone: str, encoder_weights: str | None = None) -> None:
+def check_backbone(
+    backbone: str, encoder_weights: str | None = None, smp_names: tuple[str, ...] | None = None
+) -> None:
     """Raise :class:`SpecError` if no task could build ``backbone`` (with these weights), naming the valid ones.
 
     Whether the backbone fits a task's dimensionality (``unet3d`` on a 2D task) is
     checked when the segmenter is built, since a method spec serves 2D and 3D tasks.
+    ``smp_names``: :func:`smp_architectures`, read once by a caller checking many specs.
     """
-    smp_names = smp_architectures()
+    smp_names = smp_names if smp_names is not None else smp_architectures()
     if backbone not in (*smp_names, *PAPER_CODE_2D, *BACKBONES_3D):
         import difflib
 
-        close = difflib.get_close_matches(backbone, valid_backbones(), n=3)
+        choices = list(dict.fromkeys((*smp_names, *PAPER_CODE_2D, *BACKBONES_3D)))
+        close = difflib.get_close_matches(backbone, choices, n=3)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         raise SpecError(
             f"unknown backbone {backbone!r}.{hint} Valid backbones: {', '.join(smp_names)} "
