@@ -91,56 +91,58 @@ def lb_results(tmp_path_factory: pytest.TempPathFactory, store: Store) -> Path:
     return results
 
 
+def make_result_fn(
+    task: str,
+    method: str,
+    size: int,
+    seed: int,
+    scores: dict[str, list[float]],
+    backbone: str = "unet",
+    status: str = "ok",
+    git_commit: str = "0123abc",
+    fingerprints: dict[str, str] | None = None,
+    profile: str = "quick",
+    method_hash: str = "m0",
+    metric: str = "dice",
+    kind: str = "supervised",
+) -> RunResult:
+    """A hand-made result with chosen scores (one test set per keyword), for exact expected numbers."""
+    spec = RunSpec(
+        task=task,
+        method=method,
+        train_size=size,
+        seed=seed,
+        profile=profile,
+        task_hash="t0",
+        method_hash=method_hash,
+        profile_hash="p0",
+        data_fingerprints=fingerprints or {"synthetic-a": "31f96f75f6850777"},
+    )
+    sets = {
+        name: TestSetResult(
+            case_ids=[f"c{i}" for i in range(len(v))],
+            dice=v,
+            jaccard=[d / (2 - d) for d in v],
+            mean_dice=sum(v) / len(v),
+            mean_jaccard=sum(d / (2 - d) for d in v) / len(v),
+        )
+        for name, v in scores.items()
+    }
+    extra: dict[str, Any] = {} if status == "ok" else {"error": "RuntimeError: boom"}
+    return RunResult(
+        run_id=spec.run_id,
+        spec=spec,
+        status=status,  # type: ignore[arg-type]
+        metric=metric,  # type: ignore[arg-type]
+        test_sets=sets if status == "ok" else {},
+        versions={"genseg-bench": "0.1.0", "python": "3.11"},
+        git_commit=git_commit,
+        method_config={"name": method, "kind": kind, "backbone": backbone},
+        **extra,
+    )
+
+
 @pytest.fixture
 def make_result() -> Callable[..., RunResult]:
     """Hand-made results with chosen scores (one test set per keyword), for exact expected numbers."""
-
-    def make(
-        task: str,
-        method: str,
-        size: int,
-        seed: int,
-        scores: dict[str, list[float]],
-        backbone: str = "unet",
-        status: str = "ok",
-        git_commit: str = "0123abc",
-        fingerprints: dict[str, str] | None = None,
-        profile: str = "quick",
-        method_hash: str = "m0",
-        metric: str = "dice",
-    ) -> RunResult:
-        spec = RunSpec(
-            task=task,
-            method=method,
-            train_size=size,
-            seed=seed,
-            profile=profile,
-            task_hash="t0",
-            method_hash=method_hash,
-            profile_hash="p0",
-            data_fingerprints=fingerprints or {"synthetic-a": "31f96f75f6850777"},
-        )
-        sets = {
-            name: TestSetResult(
-                case_ids=[f"c{i}" for i in range(len(v))],
-                dice=v,
-                jaccard=[d / (2 - d) for d in v],
-                mean_dice=sum(v) / len(v),
-                mean_jaccard=sum(d / (2 - d) for d in v) / len(v),
-            )
-            for name, v in scores.items()
-        }
-        extra: dict[str, Any] = {} if status == "ok" else {"error": "RuntimeError: boom"}
-        return RunResult(
-            run_id=spec.run_id,
-            spec=spec,
-            status=status,  # type: ignore[arg-type]
-            metric=metric,  # type: ignore[arg-type]
-            test_sets=sets if status == "ok" else {},
-            versions={"genseg-bench": "0.1.0", "python": "3.11"},
-            git_commit=git_commit,
-            method_config={"name": method, "kind": "supervised", "backbone": backbone},
-            **extra,
-        )
-
-    return make
+    return make_result_fn

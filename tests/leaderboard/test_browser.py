@@ -1,12 +1,12 @@
 """The Gradio leaderboard in a real headless browser (Debian's chromium), driven as a person would.
 
-The app is served from real results (``lb_results``: the toy outside method on
-the synthetic suite and UNet on ``synthetic``, smoke profile) on a free
-localhost port. Chromium, driven over its DevTools pipe (``chromium_cdp``),
-picks filters in the dropdowns and types in the search box; the test reads
-the rows the browser shows and checks them against ``report.aggregate`` on the
-same result files, downloads the CSV, opens the curves tab and takes a
-screenshot.
+The app serves a result folder of hand-made runs (three methods of two
+backbones and kinds, two tasks, three sizes, three seeds: exact numbers, no
+training) on a free localhost port. Chromium, driven over its DevTools pipe
+(``chromium_cdp``), picks filters in the dropdowns and types in the search box;
+the test reads the rows the browser shows and checks them against
+``report.aggregate`` on the same result files, downloads the CSV, opens the
+curves tab and takes a screenshot.
 """
 
 from __future__ import annotations
@@ -52,14 +52,38 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+METHODS = {"unet": (0.60, "unet", "supervised"), "deeplab": (0.55, "deeplabv3plus", "supervised"),
+           "genseg-unet": (0.70, "unet", "genseg")}  # fmt: skip
+
+
 @pytest.fixture(scope="module")
-def served(lb_results: Path) -> Iterator[str]:
+def board_results(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A result folder: METHODS on synthetic and synthetic-ood at sizes 8, 16, 32, seeds 0-2."""
+    from conftest import make_result_fn
+
+    from genseg_bench.results import write_result
+
+    folder = tmp_path_factory.mktemp("board-results")
+    for task, sets in (("synthetic", ["synthetic-a"]), ("synthetic-ood", ["synthetic-a", "synthetic-b"])):
+        for m, (level, backbone, kind) in METHODS.items():
+            for n in (8, 16, 32):
+                for s in range(3):
+                    scores = {
+                        ts: [level + n / 400 + ((s * 7 + i) % 5) / 100 for i in range(4)] for ts in sets
+                    }
+                    r = make_result_fn(task, m, n, s, scores, backbone=backbone, kind=kind)
+                    write_result(folder, r)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def served(board_results: Path) -> Iterator[str]:
     pytest.importorskip("gradio")
     from genseg_bench.leaderboard_app.data import DataSource
     from genseg_bench.leaderboard_app.ui import launch
 
     port = free_port()
-    demo = launch(DataSource(results_dir=lb_results), "127.0.0.1", port, block=False, quiet=True)
+    demo = launch(DataSource(results_dir=board_results), "127.0.0.1", port, block=False, quiet=True)
     yield f"http://127.0.0.1:{port}/"
     demo.close()
 
@@ -113,14 +137,14 @@ def test_filters_search_csv_and_curves_in_the_browser(served: str, lb_results: P
         rows = rows_shown(c)
         assert count == f"{len(rows)} of {n_all} rows."
         assert {(r["task"], r["n"]) for r in rows} == {("synthetic", "16")}
-        assert {r["method"] for r in rows} == {"unet", "toy-threshold"}
+        assert {r["method"] for r in rows} == set(METHODS)
         ranked = sorted(rows, key=lambda r: int(r["rank"]))
         means = [agg[(r["method"], 16)].mean for r in ranked]
         assert means == sorted(means, reverse=True)  # ranked by the report's mean
         for r in rows:  # the table's numbers are report.aggregate's
             a = agg[(r["method"], 16)]
             assert r["score"] == f"{a.mean:.3f} ± {a.std:.3f}" and r["seeds"] == str(a.n_seeds)
-            assert r["profile"] == a.profile == "smoke"
+            assert r["profile"] == a.profile == "quick" and r["backbone"] == METHODS[r["method"]][1]
         assert ranked[0]["vs next"].split()[0] in ("≻", "≈", "n/a")
 
         href = c.js("document.querySelector('#download-csv a, a#download-csv')?.href")
@@ -158,9 +182,9 @@ def test_filters_search_csv_and_curves_in_the_browser(served: str, lb_results: P
 
 def test_a_link_with_filters_opens_the_filtered_board(served: str, tmp_path: Path) -> None:
     with Chromium(str(CHROMIUM), tmp_path / "profile") as c:
-        c.goto(served + "?backbone=threshold&columns=rank,method,backbone,score&task=synthetic-ood,nope")
-        c.wait_for(IDLE, 180)
+        c.goto(served + "?kind=genseg&columns=rank,method,backbone,score&task=synthetic-ood,nope")
+        c.wait_for(f"{IDLE} && {COUNT}.startsWith('6 of')", 180)  # 2 test sets x 3 sizes of one method
         rows: list[dict[str, Any]] = rows_shown(c)
-        assert rows and {(r["method"], r["backbone"]) for r in rows} == {("toy-threshold", "threshold")}
+        assert {(r["rank"], r["method"], r["backbone"]) for r in rows} == {("1", "genseg-unet", "unet")}
         assert list(rows[0]) == ["rank", "method", "backbone", "score"]  # the column picker's choice
         assert c.js("document.querySelector('#f-task').innerText").count("synthetic-ood") == 1
