@@ -32,6 +32,11 @@ def _f(x: float | None, signed: bool = False, digits: int = 3) -> str:
     return f"{x:+.{digits}f}" if signed else f"{x:.{digits}f}"
 
 
+def _cell(mean: float, std: float, n_seeds: int) -> str:
+    """Mean ± std over seeds; one seed has no spread to show, so none is printed (not a false ± 0)."""
+    return f"{mean:.3f} ± {std:.3f}" if n_seeds > 1 else f"{mean:.3f} (1 seed)"
+
+
 def _profile_line(runs: list[RunResult]) -> str:
     """The budget every run of a task shared (profiles are equal across methods by construction)."""
     profiles = {r.spec.profile for r in runs}
@@ -101,7 +106,7 @@ def task_section(task: TaskSpec, runs: list[RunResult], methods: Sequence[str], 
         cells = {r.test_set: r for r in rows if r.method == m}
         first = next(iter(cells.values()))
         scores = [
-            f"{cells[t].mean:.3f} ± {cells[t].std:.3f}" if t in cells and cells[t].n_seeds else "-"
+            _cell(cells[t].mean, cells[t].std, cells[t].n_seeds) if t in cells and cells[t].n_seeds else "-"
             for t in test_names
         ]
         walls = [r.wall_time_s / 60 for r in by_method.get(m, [])]

@@ -97,4 +97,4 @@ def test_cli_writes_the_document(tmp_path: Path) -> None:
     )  # fmt: skip
     assert res.exit_code == 0, res.output
     text = out.read_text()
-    assert text.startswith("# Measured reproduction") and "| unet | 40 (32+8) | 0 | 0.500 ± 0.000" in text
+    assert text.startswith("# Measured reproduction") and "| unet | 40 (32+8) | 0 | 0.500 (1 seed)" in text
