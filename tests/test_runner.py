@@ -83,7 +83,7 @@ def test_grid_writes_one_result_per_run_with_provenance(
     assert len(r.trajectory["lr"]) == len(r.trajectory["val_score"]) == len(r.trajectory["iteration"])
     ts = r.test_sets["synthetic-b"]
     assert len(ts.dice) == len(ts.case_ids) and 0.0 <= ts.mean_dice <= 1.0
-    assert not list(tmp_path.rglob(".tmp-*")), "no temporary files are left behind"
+    assert not [p for p in tmp_path.rglob("*") if p.name.startswith(".")], "no temporary files are left"
 
 
 def test_run_ids_are_deterministic_and_depend_on_what_changes_a_result(
@@ -151,6 +151,8 @@ def test_corrupt_result_file_is_redone_and_other_runs_kept(
     assert [r.spec.seed for r in again.ran] == [s.ran[0].spec.seed]
     assert result_path(tmp_path, s.ran[1].spec).stat().st_mtime_ns == keep
     assert read_result(bad).status == "ok"
+    (aside,) = again.set_aside  # the unreadable file was moved aside, not overwritten
+    assert aside.path == bad and aside.moved_to.read_text() == '{"schema_version": 1, "run_id": "trunc'
 
 
 def test_too_large_training_size_fails_before_any_training(
