@@ -3,7 +3,7 @@
 Cheap checks run always: the card, the copy of genseg_bench is current, every
 import of every Space file is the standard library, the folder itself or a
 requirement, and the app starts from a copy of the folder in a fresh process
-where torch, datasets, typer and the installed genseg-bench cannot be
+where torch, datasets and the installed genseg-bench's catalog cannot be
 imported. The real thing, a fresh virtual environment built with
 ``pip install -r leaderboard/requirements.txt`` alone, downloads packages and
 takes minutes: it runs only with ``GENSEG_SPACE_VENV=1``.
@@ -45,7 +45,7 @@ NOT_TAKEN = {
 # distribution name (as in requirements.txt) of each import name the Space uses
 IMPORT_TO_DIST = {"huggingface_hub": "huggingface-hub"}
 # what must not be importable where the Space runs (the installed genseg-bench included)
-BLOCKED = ("torch", "torchvision", "segmentation_models_pytorch", "datasets", "typer", "genseg_bench.catalog")
+BLOCKED = ("torch", "torchvision", "segmentation_models_pytorch", "datasets", "genseg_bench.catalog")
 
 
 def card_metadata() -> dict[str, str]:
@@ -172,8 +172,17 @@ def small_export(make_result: Callable[..., RunResult], tmp_path: Path) -> Path:
 
 STARTER = """
 import sys, runpy
-for name in {blocked!r}:
-    sys.modules[name] = None  # importing it now raises ImportError
+
+
+class Blocked:
+    # an import of a blocked module (or a submodule of one) fails, as where it is not installed
+    def find_spec(self, name, path=None, target=None):
+        if any(name == b or name.startswith(b + ".") for b in {blocked!r}):
+            raise ImportError(f"{{name}} is not installed in the Space")
+        return None
+
+
+sys.meta_path.insert(0, Blocked())
 ns = runpy.run_path({app!r}, run_name="space_app")
 ns["_as_package"]()
 import genseg_bench
