@@ -6,7 +6,10 @@ paper validates "at the end of each epoch"; here every profile validates (and
 steps ReduceLROnPlateau, patience 2) on a fixed number of iterations instead,
 because an epoch of n = 40 at batch 8 is 5 iterations and stepping the plateau
 scheduler that often froze the learning rate within ~100 iterations (a recorded
-deviation: ``eval_every``). ``cpu`` produces real numbers on a 2-core CPU: 128 px
+deviation: ``eval_every``). The scheduler also waits for the first validation
+that beats predicting nothing, and never goes below 1e-2 of the starting lr
+(``plateau_wait_for_foreground``, ``plateau_min_lr_factor``; docs/methodology.md
+says what each fixed). ``cpu`` produces real numbers on a 2-core CPU: 128 px
 and a budget sized so a UNet run takes about 10 minutes, with learning rates that
 train from scratch. ``quick`` is for the embedded synthetic tasks (minutes), and
 ``smoke`` for tests. Undertrained baselines would flatter GenSeg, so the short

@@ -11,11 +11,13 @@ by hand, so rerunning the command after more runs finish updates every number.
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from genseg_bench import report as rep
 from genseg_bench.catalog import Catalog
@@ -38,14 +40,26 @@ def _cell(mean: float, std: float, n_seeds: int) -> str:
 
 
 def _profile_line(runs: list[RunResult]) -> str:
-    """The budget every run of a task shared (profiles are equal across methods by construction)."""
-    profiles = {r.spec.profile for r in runs}
-    p = runs[0].profile
-    size = {int(r.profile.get("image_size") or 0) for r in runs}
+    """The budgets the runs of a task used: one description per distinct profile (rows never mix them)."""
+    seen: dict[str, str] = {}
+    for r in runs:
+        key = json.dumps(r.profile, sort_keys=True)
+        if key not in seen:
+            seen[key] = _describe_profile(r.spec.profile, r.profile)
+    return "; ".join(seen.values())
+
+
+def _describe_profile(name: str, p: dict[str, Any]) -> str:
+    """A profile as a sentence; the plateau rules appear when the profile has them (runs since they exist)."""
+    rules = f"patience {p.get('plateau_patience')}"
+    if "plateau_min_lr_factor" in p:
+        rules += f", lr floor {p['plateau_min_lr_factor']:g} x start"
+    if p.get("plateau_wait_for_foreground"):
+        rules += ", stepped from the first validation that beats predicting nothing"
     return (
-        f"profile {', '.join(sorted(profiles))}: {p.get('iterations')} iterations, batch {p.get('batch_size')}, "
-        f"image side {', '.join(str(s) for s in sorted(size)) or 'task default'}, validation every "
-        f"{p.get('eval_every')} iterations (ReduceLROnPlateau, patience {p.get('plateau_patience')}), "
+        f"profile {name}: {p.get('iterations')} iterations, batch {p.get('batch_size')}, "
+        f"image side {p.get('image_size') or 'task default'}, validation every "
+        f"{p.get('eval_every')} iterations (ReduceLROnPlateau, {rules}), "
         f"segmenter RMSprop lr {p.get('seg_lr')}, generator Adam lr {p.get('gen_lr')}, "
         f"architecture Adam lr {p.get('arch_lr')}, generator width {p.get('gen_width')}"
     )
@@ -243,8 +257,8 @@ def build(
         "*n (train+val)*: the n labelled cases of a run, validation carved out of them. "
         "*Images seen*: images the segmenter processed in training forwards (real, augmented and "
         "generated), so a gain of generation can be told from a gain of batch size. "
-        "Flags: `lr collapsed early` (segmenter lr below 1e-3 of its start within 10 % of the "
-        "budget), `best val = empty prediction` (the selected checkpoint predicts nothing).",
+        "Flags: `lr collapsed early` (segmenter lr below 1e-3 of its start within the first half "
+        "of the budget), `best val = empty prediction` (the selected checkpoint predicts nothing).",
         "",
     ]
     if preamble:

@@ -157,14 +157,19 @@ def rank_table(
     return ranked
 
 
-def backbones_of(results: list[RunResult]) -> dict[str, str]:
-    """Each method's backbone, as recorded in its results (so outside methods show theirs too)."""
+def config_values(results: list[RunResult], key: str) -> dict[str, str]:
+    """Each method's ``key`` (backbone, kind) as recorded in its results, so outside methods show theirs too."""
     out: dict[str, str] = {}
     for r in results:
-        b = r.method_config.get("backbone")
-        if isinstance(b, str) and b:
-            out.setdefault(r.spec.method, b)
+        v = r.method_config.get(key)
+        if isinstance(v, str) and v:
+            out.setdefault(r.spec.method, v)
     return out
+
+
+def backbones_of(results: list[RunResult]) -> dict[str, str]:
+    """Each method's backbone (supervised and GenSeg specs record it in their config)."""
+    return config_values(results, "backbone")
 
 
 def task_tables(task: TaskSpec, results: list[RunResult], backbones: dict[str, str]) -> list[Table]:
@@ -240,13 +245,8 @@ def curve_panels(
 
 
 def kinds_of(results: list[RunResult]) -> dict[str, str]:
-    """Each method's kind (supervised, genseg, semi-supervised, an outside method's own), from its results."""
-    out: dict[str, str] = {}
-    for r in results:
-        k = r.method_config.get("kind")
-        if isinstance(k, str) and k:
-            out.setdefault(r.spec.method, k)
-    return out
+    """Each method's kind (supervised, genseg, semi-supervised, an outside method's own)."""
+    return config_values(results, "kind")
 
 
 @dataclass(frozen=True)

@@ -174,13 +174,15 @@ def test_report_flags_an_early_lr_collapse_and_an_empty_checkpoint(catalog: Cata
     task = catalog.task("synthetic-ood")
     ts = task.test_sets[0].name
     base = make_result(task, "unet", 0, 5, {ts: 0.5})
-    # 20 validations of 100 iterations: the first 10 % of the budget is the first two
+    # 20 validations of 100 iterations: the first half of the budget is the first ten
     healthy = _with_training(base, [1e-3] * 10 + [1e-4] * 10, best=0.6, empty=0.1)
     assert rep.run_flags(healthy) == []
     collapsed = _with_training(base, [1e-3, 1e-7] + [1e-7] * 18, best=0.6, empty=0.1)
     assert rep.run_flags(collapsed) == ["lr collapsed early"]
-    late = _with_training(base, [1e-3] * 3 + [1e-7] * 17, best=0.6, empty=0.1)
-    assert rep.run_flags(late) == []  # a collapse after 10 % of the budget is the scheduler's job
+    mid = _with_training(base, [1e-3] * 9 + [1e-7] * 11, best=0.6, empty=0.1)
+    assert rep.run_flags(mid) == ["lr collapsed early"]  # frozen for the second half: flagged
+    late = _with_training(base, [1e-3] * 11 + [1e-7] * 9, best=0.6, empty=0.1)
+    assert rep.run_flags(late) == []  # a collapse in the second half is the scheduler's job
     empty = _with_training(base, [1e-3] * 20, best=0.1, empty=0.1)
     assert rep.run_flags(empty) == ["best val = empty prediction"]
     row = next(r for r in rep.aggregate(task, [empty]) if r.test_set == ts)

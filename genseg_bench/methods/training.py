@@ -44,7 +44,12 @@ def make_seg_optimizer(
     opt = torch.optim.RMSprop(
         params, lr=profile.seg_lr, momentum=profile.seg_momentum, weight_decay=profile.seg_weight_decay
     )
-    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", patience=profile.plateau_patience)
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        opt,
+        mode="max",
+        patience=profile.plateau_patience,
+        min_lr=profile.seg_lr * profile.plateau_min_lr_factor,
+    )
     return opt, sched
 
 
@@ -167,7 +172,8 @@ class TrainingMonitor:
 
     Every method calls :meth:`count` once per segmenter update and :meth:`step`
     once per iteration; on every ``eval_every``-th iteration (and the last) it
-    validates with the task metric, steps ReduceLROnPlateau on that score, keeps
+    validates with the task metric, steps ReduceLROnPlateau on that score (from
+    the first score that beats predicting nothing, when the profile says so), keeps
     the best checkpoint and records ``(iteration, val_score, lr, losses)``.
     Losses are accumulated on the device and read only at validation time, so the
     inner loop has no host sync.
@@ -196,6 +202,8 @@ class TrainingMonitor:
         self.real_images = 0
         self.generated_images = 0
         self.empty_score = empty_prediction_score(val, ctx.metric)
+        self.armed_at: int | None = None
+        """The first validation that beat the empty prediction: the plateau scheduler steps from here on."""
 
     def count(self, real: int, generated: int = 0) -> None:
         """One segmenter update that processed ``real`` real (possibly augmented) and ``generated`` images."""
@@ -220,7 +228,12 @@ class TrainingMonitor:
                 check_finite(means[k], _LOSS_NAMES.get(k, f"{k} loss"), it)
         lr = self.lr()  # the lr this stretch trained with, before the scheduler reacts
         score = validation_score(self.model, self.val, self.ctx.batch_size, self.ctx.use_amp, self.ctx.metric)
-        self.sched.step(score)
+        if self.armed_at is None and (
+            not self.ctx.profile.plateau_wait_for_foreground or score > self.empty_score + 1e-9
+        ):
+            self.armed_at = it
+        if self.armed_at is not None:
+            self.sched.step(score)
         self.best.update(self.model, score, it)
         shown = {k: float(v) for k, v in means.items()}
         self.trajectory["iteration"].append(it)
@@ -236,7 +249,9 @@ class TrainingMonitor:
         return score
 
     def budget(self) -> dict[str, int]:
+        """What the segmenter was given; ``plateau_armed_at`` is 0 if the scheduler never stepped."""
         return {
+            "plateau_armed_at": self.armed_at or 0,
             "updates": self.updates,
             "images_seen": self.real_images + self.generated_images,
             "real_images_seen": self.real_images,

@@ -203,7 +203,8 @@ def run_flags(r: RunResult) -> list[str]:
     """Warnings that a run did not really train.
 
     * ``lr collapsed early``: the segmenter's learning rate fell below 1e-3 of its start
-      within the first 10 % of the budget (the scheduler froze the run).
+      within the first half of the budget (the scheduler froze the run; the profiles' lr floor,
+      ``plateau_min_lr_factor``, now keeps it at 1e-2 or above, so this marks runs made without it).
     * ``best val = empty prediction``: the best validation score is what predicting
       nothing scores, so the selected checkpoint learned nothing.
     """
@@ -212,7 +213,7 @@ def run_flags(r: RunResult) -> list[str]:
     its, lrs = traj.get("iteration", []), traj.get("lr", [])
     if its and lrs and r.iterations:
         lr0 = float(lrs[0])
-        early = [float(lr) for it, lr in zip(its, lrs, strict=False) if it <= 0.1 * r.iterations]
+        early = [float(lr) for it, lr in zip(its, lrs, strict=False) if it <= 0.5 * r.iterations]
         if lr0 > 0 and early and min(early) < 1e-3 * lr0:
             flags.append("lr collapsed early")
     empty = r.extras.get("empty_val_score")

@@ -158,3 +158,29 @@ def test_curve_panels_use_the_weakest_method_as_default_base(make_result: Callab
     assert all(e.method_a == "strong" and e.bound == ">=" for e in panel.factors)
     (panel,) = curve_panels(task, res, base="strong")
     assert panel.base == "strong" and all(e.bound == "<" for e in panel.factors)
+
+
+def test_runs_of_two_profiles_are_ranked_in_separate_tables(make_result: Callable[..., RunResult]) -> None:
+    """A quick-profile run never outranks, or is tested against, a cpu-profile run of another method."""
+    quick = {"x": [0.9, 0.91, 0.92], "y": [0.5, 0.6, 0.55]}
+    cpu = {"y": [0.7, 0.72, 0.71]}
+    res = [
+        make_result("synthetic", m, 16, s, {"synthetic-a": [v[s]]}, profile="quick")
+        for m, v in quick.items()
+        for s in range(3)
+    ] + [
+        make_result("synthetic", m, 16, s, {"synthetic-a": [v[s]]}, profile="cpu")
+        for m, v in cpu.items()
+        for s in range(3)
+    ]
+    tables = task_tables(Catalog.load().task("synthetic"), res, {})
+    by_profile = {t.profile: t for t in tables}
+    assert set(by_profile) == {"quick", "cpu"} and len(tables) == 2
+    assert [(r.rank, r.row.method) for r in by_profile["quick"].rows] == [(1, "x"), (2, "y")]
+    assert [r.row.method for r in by_profile["cpu"].rows] == ["y"]
+    (alone,) = by_profile["cpu"].rows
+    assert alone.rank == 1 and alone.p_next is None and alone.next_method is None
+    assert by_profile["quick"].rows[1].row.mean == pytest.approx(0.55)
+    assert by_profile["quick"].rows[0].p_next == pytest.approx(
+        stats.ttest_rel(quick["x"], quick["y"]).pvalue
+    )
