@@ -181,6 +181,4 @@ def test_runs_of_two_profiles_are_ranked_in_separate_tables(make_result: Callabl
     (alone,) = by_profile["cpu"].rows
     assert alone.rank == 1 and alone.p_next is None and alone.next_method is None
     assert by_profile["quick"].rows[1].row.mean == pytest.approx(0.55)
-    assert by_profile["quick"].rows[0].p_next == pytest.approx(
-        stats.ttest_rel(quick["x"], quick["y"]).pvalue
-    )
+    assert by_profile["quick"].rows[0].p_next == pytest.approx(stats.ttest_rel(quick["x"], quick["y"]).pvalue)
