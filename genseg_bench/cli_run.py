@@ -26,7 +26,7 @@ from genseg_bench.cli_common import (
     unique_ints,
 )
 from genseg_bench.data.store import Store
-from genseg_bench.errors import GensegBenchError
+from genseg_bench.errors import DataError, GensegBenchError
 from genseg_bench.specs import TaskSpec
 from genseg_bench.values import MAX_SEED, check_device_name, check_image_size, check_iterations
 
@@ -170,15 +170,29 @@ def run_suite(
 ) -> None:
     """``run --suite``: each task's grid in turn, at the suite's sizes (or ``sizes``).
 
-    Every task's image size is checked against every model before the first task trains.
+    Every task's image size is checked against every model, and every task's data is checked to be
+    prepared, before the first task trains.
     """
-    from genseg_bench.runner import check_model_input, run_image_size
+    from genseg_bench.runner import check_model_input, missing_data, run_image_size
 
     suite = catalog.suite(suite_id)
     tasks = catalog.suite_tasks(suite_id)
+    missing: dict[tuple[str, int], list[str]] = {}
     for task in tasks:
         chosen = [catalog.method(m) for m in (methods or task.default_methods)]
         check_model_input(task, chosen, run_image_size(task, profile))
+        for key in missing_data(task, Store(store), run_image_size(task, profile)):
+            missing.setdefault(key, []).append(task.id)
+    if missing:
+        lines = [
+            f"genseg-bench data prepare {src} --from PATH --size {size}   (for {', '.join(ts)})"
+            for (src, size), ts in missing.items()
+        ]
+        raise DataError(
+            f"suite {suite_id}: {len(missing)} data set(s) are not prepared in {store}; nothing was run. "
+            "Prepare them first (PATH: the folder of the official distribution; "
+            "`genseg-bench data list` shows each layout):\n  " + "\n  ".join(lines)
+        )
     console.print(
         f"[bold]suite {suite_id}[/]: {len(tasks)} task(s), profile {profile.name}, device {device}, "
         f"results in {results}"

@@ -204,6 +204,25 @@ def _pick_prepared(store: Store, source: str, task: TaskSpec, run_size: int | No
     return store.ensure(source, run_size)  # raises with the exact `data prepare` command
 
 
+def missing_data(task: TaskSpec, store: Store, run_size: int | None = None) -> list[tuple[str, int]]:
+    """(source, size to prepare) of each set :func:`load_task_data` would find unprepared, loading none.
+
+    ``run --suite`` asks this for every task before the first one trains, so a missing
+    set fails in seconds instead of after hours of the tasks before it.
+    """
+    missing = []
+    for source in task.sources:
+        if is_synthetic(source):
+            continue
+        sizes = [task.image_size] if run_size is None else [run_size, task.image_size]
+        if any(store.is_prepared(source, s) for s in sizes):
+            continue
+        if run_size is not None and any(s >= run_size for s in store.prepared_sizes(source)):
+            continue
+        missing.append((source, run_size or task.image_size))
+    return missing
+
+
 def load_task_data(task: TaskSpec, store: Store, run_size: int | None = None) -> TaskData:
     """Load (or generate, for synthetic sets) every source of a task, and its split."""
     prepared = {src: _pick_prepared(store, src, task, run_size) for src in task.sources}

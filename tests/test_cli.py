@@ -187,3 +187,26 @@ def test_run_suite_takes_the_suites_profile_unless_one_is_given(monkeypatch: pyt
         code, out = invoke("run", *args, "--device", "cpu")
         assert code == 0, out
     assert seen == [("paper-core", "paper"), ("synthetic", "quick"), ("paper-core", "smoke")]
+
+
+def test_run_suite_with_unprepared_data_fails_before_any_task_trains(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every missing set is named with its `data prepare` command, and no grid starts."""
+    from genseg_bench import cli_run
+
+    started: list[str] = []
+    monkeypatch.setattr(
+        cli_run, "run_grid_with_progress", lambda catalog, task, *a, **k: started.append(task)
+    )
+    code, out = invoke(
+        "run", "--suite", "open", "--profile", "smoke", "--device", "cpu",
+        "--store", str(tmp_path / "store"), "--results", str(tmp_path / "results"),
+    )  # fmt: skip
+    assert code != 0
+    assert started == []
+    text = " ".join(out.split())
+    assert "nothing was run" in text
+    for source in ("kvasir", "cvc-clinicdb", "msd-hippocampus"):
+        assert f"genseg-bench data prepare {source} --from PATH" in text
+    assert not (tmp_path / "results").exists()

@@ -22,11 +22,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from genseg_bench.atomic import make_temp_dir
 from genseg_bench.errors import ResultFileError
 from genseg_bench.specs import SCHEMA_VERSION, RunResult, RunSpec, TaskSpec, TestSetResult
 
@@ -388,7 +388,7 @@ def write_export(results: list[RunResult], tasks: Mapping[str, TaskSpec], out: P
         raise ResultFileError(f"{out} exists and is not empty; choose a new folder or remove it first.")
     used = {r.spec.task for r in results}
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    tmp = make_temp_dir(out.parent, out.name)  # the user's umask, not mkdtemp's 0700
     try:
         (tmp / RESULTS_FILE).parent.mkdir(parents=True)
         to_parquet(results_table(results, tasks), tmp / RESULTS_FILE)

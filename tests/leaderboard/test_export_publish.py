@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import statistics
 from collections.abc import Callable
 from pathlib import Path
@@ -79,7 +80,12 @@ def test_export_round_trips_exactly_including_failed_runs(
         table[0]["domain"] == "in" and table[1]["domain"] == "out" and table[0]["organ"] == "synthetic shapes"
     )
     assert results_from_rows(table.to_list()) == results
-    write_export(results, catalog.tasks, tmp_path / "exp")
+    old = os.umask(0o022)
+    try:
+        write_export(results, catalog.tasks, tmp_path / "exp")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "exp").stat().st_mode & 0o777 == 0o755  # the user's umask, not mkdtemp's 0700
     back, tasks = load_export(tmp_path / "exp")
     assert sorted(back, key=lambda r: r.run_id) == sorted(results, key=lambda r: r.run_id)
     assert tasks["synthetic-ood"] == catalog.task("synthetic-ood")
