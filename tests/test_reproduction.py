@@ -66,7 +66,20 @@ def test_document_numbers_come_from_the_result_files(tmp_path: Path) -> None:
             "loop_test_in_domain": 0.65,
             "suite_scores": {a: 0.70, b: 0.5},
             f"loop_test_{b}": 0.4,
-        }
+        },
+        {  # the same suite run against the loop with the suite's optimizer: summarised on its own
+            "task": "synthetic-ood",
+            "seed": 0,
+            "loop_optimizer": "rmsprop lr 0.0003",
+            "suite_run": "abc123",
+            "n_train": 32,
+            "n_val": 8,
+            "budget_s": 600.0,
+            "suite_iterations": 800,
+            "loop_iterations": 880,
+            "loop_test_in_domain": 0.75,
+            "suite_scores": {a: 0.70, b: 0.5},
+        },
     ]
     doc = build(
         catalog, results, ["synthetic-ood"], ["unet", "unet-real-x2", "genseg-unet"], "genseg-unet", "", loops
@@ -77,9 +90,17 @@ def test_document_numbers_come_from_the_result_files(tmp_path: Path) -> None:
     assert f"genseg-unet − unet on {a}: +0.110, significant at 0.05" in doc
     assert f"genseg-unet − unet on {b}: +0.000" in doc or f"genseg-unet − unet on {b}: -0.000" in doc
     assert "Failed: unet-real-x2 seed 0: `TrainingDiverged: GAN loss became nan at iteration 3`" in doc
-    assert "| 0 | 32+8 | 600.0 | 800 | 900 | 0.700 | 0.650 | 0.500 | 0.400 |" in doc
-    assert "### synthetic-ood" in doc and "Mean in-domain Dice on synthetic-ood: suite 0.700" in doc
-    assert "is at least as good as the loop" in doc
+    assert "| 0 |  | adam lr 0.001 | 32+8 | 600.0 | 800 | 900 | 0.700 | 0.650 | 0.500 | 0.400 |" in doc
+    assert "| 0 | abc123 | rmsprop lr 0.0003 | 32+8 | 600.0 | 800 | 880 | 0.700 | 0.750 | - | - |" in doc
+    assert "### synthetic-ood" in doc
+    assert (
+        "loop with adam lr 0.001: suite 0.700, independent loop 0.650 (1 run(s)); the suite's baseline is at least as good"
+        in doc
+    )
+    assert (
+        "loop with rmsprop lr 0.0003: suite 0.700, independent loop 0.750 (1 run(s)); the suite's baseline is below"
+        in doc
+    )
 
 
 def test_cli_writes_the_document(tmp_path: Path) -> None:
