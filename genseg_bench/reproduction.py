@@ -11,7 +11,6 @@ by hand, so rerunning the command after more runs finish updates every number.
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from collections import defaultdict
@@ -39,23 +38,38 @@ def _cell(mean: float, std: float, n_seeds: int) -> str:
     return f"{mean:.3f} ± {std:.3f}" if n_seeds > 1 else f"{mean:.3f} (1 seed)"
 
 
-def _profile_line(runs: list[RunResult]) -> str:
+def _settings_labels(task: TaskSpec, runs: list[RunResult]) -> dict[str, str]:
+    """Each profile-settings digest of the task's runs -> a short label (``rules A``, ``rules B`` ...).
+
+    Empty when every run shares one setting: rows and tests then need no label.
+    """
+    digests = sorted({rep.run_context(task, r).settings for r in runs})
+    if len(digests) < 2:
+        return {}
+    return {d: f"profile {chr(ord('A') + i)}" for i, d in enumerate(digests)}
+
+
+def _profile_line(task: TaskSpec, runs: list[RunResult]) -> str:
     """The budgets the runs of a task used: one description per distinct profile (rows never mix them)."""
+    labels = _settings_labels(task, runs)
     seen: dict[str, str] = {}
     for r in runs:
-        key = json.dumps(r.profile, sort_keys=True)
-        if key not in seen:
-            seen[key] = _describe_profile(r.spec.profile, r.profile)
-    return "; ".join(seen.values())
+        digest = rep.run_context(task, r).settings
+        if digest not in seen:
+            text = _describe_profile(r.spec.profile, rep.profile_of(r))
+            seen[digest] = f"**{labels[digest]}** ({text})" if labels else text
+    return "; ".join(seen[d] for d in sorted(seen))
 
 
 def _describe_profile(name: str, p: dict[str, Any]) -> str:
-    """A profile as a sentence; the plateau rules appear when the profile has them (runs since they exist)."""
+    """A profile as a sentence, with its plateau rules (absent rules read as the code before them)."""
     rules = f"patience {p.get('plateau_patience')}"
-    if "plateau_min_lr_factor" in p:
-        rules += f", lr floor {p['plateau_min_lr_factor']:g} x start"
+    floor = p.get("plateau_min_lr_factor")
+    rules += f", lr floor {floor:g} x start" if floor else ", no lr floor"
     if p.get("plateau_wait_for_foreground"):
         rules += ", stepped from the first validation that beats predicting nothing"
+    else:
+        rules += ", stepped from the first validation"
     return (
         f"profile {name}: {p.get('iterations')} iterations, batch {p.get('batch_size')}, "
         f"image side {p.get('image_size') or 'task default'}, validation every "
@@ -96,7 +110,7 @@ def task_section(task: TaskSpec, runs: list[RunResult], methods: Sequence[str], 
         )
         + ".",
         "",
-        _profile_line(runs) + ".",
+        _profile_line(task, runs) + ".",
         "",
     ]
     rows = rep.aggregate(task, runs)
@@ -116,32 +130,53 @@ def task_section(task: TaskSpec, runs: list[RunResult], methods: Sequence[str], 
     ]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     order = [m for m in methods if any(r.method == m for r in rows)]
+    labels = _settings_labels(task, runs)
+    settings_of = {r.context: r.context.split(" | ")[2] for r in rows}
     for m in order:
-        cells = {r.test_set: r for r in rows if r.method == m}
-        first = next(iter(cells.values()))
-        scores = [
-            _cell(cells[t].mean, cells[t].std, cells[t].n_seeds) if t in cells and cells[t].n_seeds else "-"
-            for t in test_names
-        ]
-        walls = [r.wall_time_s / 60 for r in by_method.get(m, [])]
-        seeds = ",".join(str(s) for s in first.seeds) + (f" ({first.failed} failed)" if first.failed else "")
-        n = f"{first.train_size} ({first.n_train}+{first.n_val})" if first.n_train else str(first.train_size)
-        lines.append(
-            "| "
-            + " | ".join(
-                [
-                    m,
-                    n,
-                    seeds or "-",
-                    *scores,
-                    f"{first.updates:,}" if first.updates else "-",
-                    f"{first.images_seen:,}" if first.images_seen else "-",
-                    f"{statistics.fmean(walls):.1f}" if walls else "-",
-                    "; ".join(first.flags) or "-",
-                ]
+        by_ctx: dict[str, dict[str, rep.ReportRow]] = {}
+        for r in rows:
+            if r.method == m:
+                by_ctx.setdefault(r.context, {})[r.test_set] = r
+        for ctx_key in sorted(by_ctx, key=lambda k: labels.get(settings_of[k], "")):
+            cells = by_ctx[ctx_key]
+            first = next(iter(cells.values()))
+            scores = [
+                _cell(cells[t].mean, cells[t].std, cells[t].n_seeds)
+                if t in cells and cells[t].n_seeds
+                else "-"
+                for t in test_names
+            ]
+            walls = [
+                r.wall_time_s / 60 for r in by_method.get(m, []) if rep.run_context(task, r).key() == ctx_key
+            ]
+            seeds = ",".join(str(s) for s in first.seeds) + (
+                f" ({first.failed} failed)" if first.failed else ""
             )
-            + " |"
-        )
+            n = (
+                f"{first.train_size} ({first.n_train}+{first.n_val})"
+                if first.n_train
+                else str(first.train_size)
+            )
+            label = f"{m} [{labels[settings_of[ctx_key]]}]" if labels else m
+            flags = (
+                [f for f in first.flags if not f.startswith("not averaged with")] if labels else first.flags
+            )
+            lines.append(
+                "| "
+                + " | ".join(
+                    [
+                        label,
+                        n,
+                        seeds or "-",
+                        *scores,
+                        f"{first.updates:,}" if first.updates else "-",
+                        f"{first.images_seen:,}" if first.images_seen else "-",
+                        f"{statistics.fmean(walls):.1f}" if walls else "-",
+                        "; ".join(flags) or "-",
+                    ]
+                )
+                + " |"
+            )
     failed = [r for r in runs if r.status == "failed"]
     for r in failed:
         first_line = (r.error or "").splitlines()[0] if r.error else ""
@@ -170,7 +205,8 @@ def task_section(task: TaskSpec, runs: list[RunResult], methods: Sequence[str], 
                 gain = gains.get((other, t.test_set))
                 if gain is None and (anchor, t.test_set) in scores_ref and (other, t.test_set) in scores_ref:
                     gain = scores_ref[(anchor, t.test_set)] - scores_ref[(other, t.test_set)]
-                lines.append(f"- {_verdict(t, gain)}")
+                where = f" [{labels[t.context[2]]}]" if labels and len(t.context) > 2 else ""
+                lines.append(f"- {_verdict(t, gain)}{where}")
         if not any_test:
             lines.append("- no seed has both methods yet.")
     lines.append("")

@@ -274,6 +274,16 @@ class Profile(Strict):
     gen_width: int = 64
     amp: bool = True
 
+    LEGACY: ClassVar[dict[str, Any]] = {"plateau_min_lr_factor": 0.0, "plateau_wait_for_foreground": False}
+    """What a field meant before it existed, for fields whose default changed behaviour when added.
+
+    A result records its profile as it ran; one recorded before a field existed lacks it. Filling
+    the gap with today's default would make a run of the old code look like a run of the new one
+    (and the report would average them), so the report fills these fields with the behaviour the
+    code had instead: no lr floor, the scheduler stepped from the first validation. A new Profile
+    field whose default changes what runs do must be added here.
+    """
+
 
 class RunSpec(Strict):
     """One cell of a grid: (task, method, training size, seed, profile).

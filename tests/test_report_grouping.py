@@ -14,7 +14,7 @@ import pytest
 from genseg_bench import report as rep
 from genseg_bench.catalog import Catalog
 from genseg_bench.profiles import get_profile
-from genseg_bench.specs import RunResult, RunSpec, TaskSpec, TestSetResult, stable_hash
+from genseg_bench.specs import Profile, RunResult, RunSpec, TaskSpec, TestSetResult, stable_hash
 
 QUICK = [0.94, 0.96, 0.97]
 SMOKE = 0.25
@@ -141,3 +141,48 @@ def test_paired_tests_pair_only_runs_of_one_context(task: TaskSpec, catalog: Cat
     assert len(tests) == 1
     (t,) = tests
     assert t.profile == "quick" and t.n_pairs == 3 and t.mean_diff == pytest.approx(0.1)
+
+
+def _recorded_before_the_plateau_rules(r: RunResult) -> RunResult:
+    """The result as the code before ``plateau_min_lr_factor`` / ``plateau_wait_for_foreground`` wrote it."""
+    old = {k: v for k, v in r.profile.items() if k not in Profile.LEGACY}
+    return r.model_copy(update={"profile": old, "created": "2026-11-30T00:00:00Z"})
+
+
+def test_runs_recorded_before_a_behaviour_changing_field_are_set_apart(
+    task: TaskSpec, catalog: Catalog
+) -> None:
+    """A missing field means the old behaviour, not today's default: old and new runs are two rows.
+
+    Measured case: a UNet seed 0 rerun under the plateau rules was averaged with seeds 1-2 run
+    without them (0.459 +- 0.008 over "seeds 0,1,2"), because the old profiles were completed with
+    today's defaults and hashed equal.
+    """
+    old = [_recorded_before_the_plateau_rules(_result(task, catalog, s, v)) for s, v in enumerate(QUICK)]
+    new = _result(task, catalog, 0, 0.5)
+    rows = _rows(task, [*old, new])
+    assert len(rows) == 2
+    before = next(r for r in rows if r.n_seeds == 3)
+    after = next(r for r in rows if r.n_seeds == 1)
+    assert before.mean == pytest.approx(statistics.fmean(QUICK)) and after.mean == pytest.approx(0.5)
+    assert before.split == ("profile settings",) and after.split == ("profile settings",)
+    assert rep.profile_of(old[0])["plateau_min_lr_factor"] == 0.0
+    assert rep.profile_of(old[0])["plateau_wait_for_foreground"] is False
+    # a field whose default kept the old behaviour is still filled by its default
+    assert rep.profile_of(old[0])["plateau_patience"] == get_profile("quick").plateau_patience
+
+
+def test_two_results_of_one_seed_in_one_context_count_once_newest_first(
+    task: TaskSpec, catalog: Catalog
+) -> None:
+    """Equal contexts, different run ids (a change outside the identity): the seed is not counted twice."""
+    first = _result(task, catalog, 0, 0.2).model_copy(update={"created": "2026-12-01T10:00:00Z"})
+    again = _result(task, catalog, 0, 0.6).model_copy(
+        update={"created": "2026-12-01T12:00:00Z", "run_id": "rerun"}
+    )
+    other = _result(task, catalog, 1, 0.8)
+    for order in ([first, again, other], [again, other, first]):
+        (row,) = _rows(task, order)
+        assert row.n_seeds == 2 and row.seeds == [0, 1]
+        assert row.mean == pytest.approx((0.6 + 0.8) / 2)
+        assert "seed 0: 2 results in one context, the newest used" in row.flags

@@ -119,3 +119,30 @@ def test_cli_writes_the_document(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     text = out.read_text()
     assert text.startswith("# Measured reproduction") and "| unet | 40 (32+8) | 0 | 0.500 (1 seed)" in text
+
+
+def test_runs_of_two_profile_settings_are_two_labelled_rows_never_one(tmp_path: Path) -> None:
+    """Runs recorded before the plateau rules and runs after them: one row each, tests within one only."""
+    from genseg_bench.profiles import get_profile
+    from genseg_bench.specs import Profile
+
+    catalog = Catalog.load()
+    task = catalog.task("synthetic-ood")
+    a = task.test_sets[0].name
+    now = get_profile("cpu").model_dump()
+    before = {k: v for k, v in now.items() if k not in Profile.LEGACY}
+    results = tmp_path / "results"
+    for seed, v in enumerate([0.60, 0.62]):
+        r = _result(task, "unet", seed, {a: v})
+        spec = r.spec.model_copy(update={"profile_hash": "before"})  # its own run id, as a real old run
+        write_result(results, r.model_copy(update={"profile": before, "spec": spec, "run_id": spec.run_id}))
+    write_result(results, _result(task, "unet", 0, {a: 0.70}).model_copy(update={"profile": now}))
+    write_result(results, _result(task, "genseg-unet", 0, {a: 0.75}).model_copy(update={"profile": now}))
+    doc = build(catalog, results, ["synthetic-ood"], ["unet", "genseg-unet"], "genseg-unet", "", [])
+    assert "| unet [profile A] | 40 (32+8) | 0 | 0.700 (1 seed) |" in doc
+    assert "| unet [profile B] | 40 (32+8) | 0,1 | 0.610 ± 0.014 |" in doc
+    assert "| genseg-unet [profile A] | 40 (32+8) | 0 | 0.750 (1 seed) |" in doc
+    assert "**profile A** (profile cpu:" in doc and "lr floor 0.01 x start" in doc
+    assert "**profile B** (profile cpu:" in doc and "no lr floor, stepped from the first validation)" in doc
+    assert f"genseg-unet − unet on {a}: +0.050, 1 pair(s): too few seeds for a test. [profile A]" in doc
+    assert "0.140" not in doc and "0.130" not in doc  # never paired with the old unet runs

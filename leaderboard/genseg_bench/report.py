@@ -18,7 +18,7 @@ import hashlib
 import json
 import math
 import statistics
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields
 from typing import Any, ClassVar
@@ -73,10 +73,14 @@ def _digest(payload: Any) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 
-def _profile_of(r: RunResult) -> dict[str, Any]:
-    """The run's profile with fields added since filled in by their defaults (as written if not a Profile)."""
+def profile_of(r: RunResult) -> dict[str, Any]:
+    """The run's profile with fields added since filled in (as written if not a Profile).
+
+    A missing field takes the value that means what the code did before the field existed
+    (:attr:`Profile.LEGACY`), else its default (fields whose default kept the old behaviour).
+    """
     try:
-        return Profile.model_validate(r.profile).model_dump()
+        return Profile.model_validate({**Profile.LEGACY, **r.profile}).model_dump()
     except ValidationError:
         return dict(r.profile)
 
@@ -106,7 +110,7 @@ def run_context(task: TaskSpec, r: RunResult) -> RunContext:
     spec (:func:`~genseg_bench.specs.legacy_task_hash`); when that equals the
     current spec's, it counts as a run of the current version.
     """
-    prof = _profile_of(r)
+    prof = profile_of(r)
     iterations = prof.get("iterations") or r.iterations
     batch = prof.get("batch_size")
     budget = (
@@ -232,7 +236,9 @@ def _group(task: TaskSpec, results: Iterable[RunResult]) -> tuple[dict[Cell, dic
     """Scores per cell and seed, and the runs per (method, size, context)."""
     scores: dict[Cell, dict[int, float]] = defaultdict(dict)
     runs: Runs = defaultdict(list)
-    for r in results:
+    # oldest first: of two ok results of one seed in one context the newest is the one averaged
+    # (``_run_facts`` flags the repeat; averaging both would count the seed twice)
+    for r in sorted(results, key=lambda r: r.created):
         ctx = run_context(task, r)
         runs[(method_label(r), r.spec.train_size, ctx)].append(r)
         if r.status != "ok":
@@ -243,13 +249,21 @@ def _group(task: TaskSpec, results: Iterable[RunResult]) -> tuple[dict[Cell, dic
 
 
 def _run_facts(runs: list[RunResult]) -> dict[str, Any]:
-    """Split sizes, mean budget and the union of run flags over the ok runs of one (method, size, context)."""
+    """Split sizes, mean budget and the union of run flags over the ok runs of one (method, size, context).
+
+    Of repeated results of one seed (equal contexts, different run ids: a code change outside the
+    identity), the newest counts, as in the scores, and the repeat is flagged.
+    """
     ok = [r for r in runs if r.status == "ok"]
     if not ok:
         return {}
+    flags: list[str] = []
+    for seed, k in sorted(Counter(r.spec.seed for r in ok).items()):
+        if k > 1:
+            flags.append(f"seed {seed}: {k} results in one context, the newest used")
+    ok = list({r.spec.seed: r for r in sorted(ok, key=lambda r: r.created)}.values())
     seen = [int(r.budget["images_seen"]) for r in ok if "images_seen" in r.budget]
     ups = [int(r.budget["updates"]) for r in ok if "updates" in r.budget]
-    flags: list[str] = []
     for r in ok:
         flags += [f"seed {r.spec.seed}: {f}" for f in run_flags(r)]
     return {
