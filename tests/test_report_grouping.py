@@ -186,3 +186,63 @@ def test_two_results_of_one_seed_in_one_context_count_once_newest_first(
         assert row.n_seeds == 2 and row.seeds == [0, 1]
         assert row.mean == pytest.approx((0.6 + 0.8) / 2)
         assert "seed 0: 2 results in one context, the newest used" in row.flags
+
+
+def test_the_plateau_replay_is_torchs_scheduler(task: TaskSpec) -> None:
+    """replay_plateau (torch-free, for the report) against torch's ReduceLROnPlateau on random scores."""
+    import random
+
+    import torch
+
+    rng = random.Random(0)
+    for trial in range(200):
+        n = rng.randint(1, 30)
+        scores = [round(rng.random(), rng.choice([1, 2, 6])) for _ in range(n)]
+        patience, lr0 = rng.randint(0, 3), 10 ** rng.uniform(-5, -2)
+        min_lr = lr0 * rng.choice([0.0, 0.01, 0.1])
+        opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=lr0)
+        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", patience=patience, min_lr=min_lr)
+        expect = []
+        for sc in scores:
+            expect.append(opt.param_groups[0]["lr"])
+            sched.step(sc)
+        got = rep.replay_plateau(scores, lr0, patience, min_lr=min_lr)
+        assert got == pytest.approx(expect, rel=1e-12), (trial, scores, patience)
+    # the arming rule: zeros before the first score above the empty prediction are not steps
+    assert rep.replay_plateau([0.0] * 5 + [0.3], 1e-3, 0, arm_above=0.0) == [1e-3] * 6
+    assert rep.replay_plateau([0.0] * 5 + [0.3], 1e-3, 0)[-1] < 1e-3
+
+
+def test_a_run_the_rules_would_not_have_changed_counts_under_them(task: TaskSpec, catalog: Catalog) -> None:
+    """Replayed from its own trajectory: same lr every stretch -> the run's row is today's, and says why."""
+    now = _result(task, catalog, 0, 0.5)
+    base = {
+        "extras": {"empty_val_score": 0.0},
+        "profile": {k: v for k, v in now.profile.items() if k not in Profile.LEGACY},
+    }
+    lr = now.profile["seg_lr"]
+    same = _result(task, catalog, 1, 0.6).model_copy(
+        update={
+            **base,
+            "trajectory": {"iteration": [20, 40, 60], "val_score": [0.2, 0.3, 0.4], "lr": [lr] * 3},
+        }
+    )
+    # scores of 0 decayed the old run's lr; under the rules they would not have: a different run
+    changed = _result(task, catalog, 2, 0.1).model_copy(
+        update={
+            **base,
+            "trajectory": {
+                "iteration": [20, 40, 60, 80],
+                "val_score": [0.0] * 4,
+                "lr": [lr, lr, lr, lr / 10],
+            },
+        }
+    )
+    assert rep.unchanged_by_plateau_rules(same) and not rep.unchanged_by_plateau_rules(changed)
+    assert not rep.unchanged_by_plateau_rules(now)  # records the rules itself
+    rows = _rows(task, [now, same, changed])
+    merged = next(r for r in rows if r.n_seeds == 2)
+    assert merged.seeds == [0, 1] and merged.mean == pytest.approx(0.55)
+    assert "seed 1: recorded before the plateau rules; replayed: same lr schedule under them" in merged.flags
+    apart = next(r for r in rows if r.n_seeds == 1)
+    assert apart.seeds == [2] and apart.split == ("profile settings",)

@@ -19,7 +19,7 @@ import json
 import math
 import statistics
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any, ClassVar
 
@@ -78,11 +78,84 @@ def profile_of(r: RunResult) -> dict[str, Any]:
 
     A missing field takes the value that means what the code did before the field existed
     (:attr:`Profile.LEGACY`), else its default (fields whose default kept the old behaviour).
+    One exception, proven from the file itself: when replaying the run's recorded validation
+    scores under today's plateau rules gives the learning rate it actually trained with at
+    every stretch (:func:`unchanged_by_plateau_rules`), the rules changed nothing in its
+    training, and the run counts as a run under them.
     """
     try:
-        return Profile.model_validate({**Profile.LEGACY, **r.profile}).model_dump()
+        recorded = Profile.model_validate({**Profile.LEGACY, **r.profile})
     except ValidationError:
         return dict(r.profile)
+    if unchanged_by_plateau_rules(r):
+        return Profile.model_validate(r.profile).model_dump()
+    return recorded.model_dump()
+
+
+def replay_plateau(
+    scores: Sequence[float],
+    lr0: float,
+    patience: int,
+    min_lr: float = 0.0,
+    arm_above: float | None = None,
+    factor: float = 0.1,
+    threshold: float = 1e-4,
+    eps: float = 1e-8,
+) -> list[float]:
+    """The learning rate each stretch trained with, given the validation score at the end of each.
+
+    A torch-free copy of ``ReduceLROnPlateau(mode="max", threshold_mode="rel", cooldown=0)``
+    (a test checks it against torch on random sequences), with the suite's arming rule: with
+    ``arm_above`` set, the scheduler steps only from the first score above it.
+    """
+    best, bad, lr, armed = -math.inf, 0, lr0, arm_above is None
+    out = []
+    for score in scores:
+        out.append(lr)
+        if not armed:
+            armed = score > arm_above + 1e-9  # type: ignore[operator]
+            if not armed:
+                continue
+        if score > best * (1 + threshold) if best > 0 else score > best:
+            best, bad = score, 0
+        else:
+            bad += 1
+        if bad > patience:
+            new_lr = max(lr * factor, min_lr)
+            if lr - new_lr > eps:
+                lr = new_lr
+            bad = 0
+    return out
+
+
+def unchanged_by_plateau_rules(r: RunResult) -> bool:
+    """Whether a run recorded before the plateau rules trained exactly as it would have under them.
+
+    The rules act only through the learning rate, and the learning rate depends only on the
+    validation scores the file records; so if replaying those scores under the rules gives
+    the learning rate the run recorded for every stretch it trained, its training (deterministic
+    on a CPU: a rerun under the rules reproduced an old run's scores bit for bit until the first
+    stretch the floor changed) was the same. False for runs that record the rules themselves.
+    """
+    if any(k in r.profile for k in Profile.LEGACY) or r.status != "ok":
+        return False
+    traj = r.trajectory
+    scores, lrs = traj.get("val_score", []), traj.get("lr", [])
+    empty = r.extras.get("empty_val_score")
+    try:
+        now = Profile.model_validate(r.profile)
+    except ValidationError:
+        return False
+    if not scores or len(scores) != len(lrs) or empty is None or not now.seg_lr:
+        return False
+    replayed = replay_plateau(
+        [float(s) for s in scores],
+        float(lrs[0]),
+        now.plateau_patience,
+        min_lr=now.seg_lr * now.plateau_min_lr_factor,
+        arm_above=float(empty) if now.plateau_wait_for_foreground else None,
+    )
+    return all(math.isclose(a, float(b), rel_tol=1e-6) for a, b in zip(replayed, lrs, strict=True))
 
 
 def _method_identity(r: RunResult) -> dict[str, Any]:
@@ -223,6 +296,8 @@ def run_flags(r: RunResult) -> list[str]:
     empty = r.extras.get("empty_val_score")
     if empty is not None and r.best_val_score is not None and r.best_val_score <= float(empty) + 1e-9:
         flags.append("best val = empty prediction")
+    if unchanged_by_plateau_rules(r):
+        flags.append("recorded before the plateau rules; replayed: same lr schedule under them")
     return flags
 
 
