@@ -11,6 +11,16 @@ breakdown, GenSeg without the architecture level (``end_to_end = false``) and
 the Separate segmenter step, so that what dominates is visible. Target: the
 end-to-end step at most 8x the supervised one.
 
+``--dims 3`` times the 3D setting instead (1-channel ``size^3`` volumes, the 3D
+UNet segmenter and the 3D generator and discriminator, as on hippocampus-3d):
+
+    python benchmarks/genseg_speed.py --dims 3 --image-size 32 --batch-size 2 --profile smoke --threads 1
+
+The supervised step is the 3D UNet baseline's loop as it runs (torch's default
+kernels); GenSeg's steps run under the trainer's ``conv_backend`` (oneDNN off
+for 3D on the CPU, see ``genseg_bench.models.generator``), so on the CPU the 3D
+ratio includes the cost of the native 3D kernels.
+
 On a CPU shared with other jobs, pass ``--threads 1``: oversubscribed OpenMP
 threads slow the double backward far more than the plain step (on the 2-core
 development machine under load, 2 threads gave 22x where 1 thread gave 6.5x).
@@ -41,7 +51,7 @@ from genseg_bench.methods.base import FitContext, SegData
 from genseg_bench.methods.genseg import GenSegBatch, GenSegConfig, GenSegTrainer
 from genseg_bench.methods.training import autocast, make_seg_optimizer, prepare_model, sample_batch, seg_loss
 from genseg_bench.models.discriminator import PatchDiscriminator
-from genseg_bench.models.generator import SearchableGenerator
+from genseg_bench.models.generator import SearchableGenerator, conv_backend
 from genseg_bench.models.segmenters import build_segmenter
 from genseg_bench.profiles import get_profile
 from genseg_bench.runner import resolve_device
@@ -52,17 +62,21 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def blob_data(n: int, size: int, channels: int, device: torch.device, seed: int = 0) -> SegData:
-    """Random discs on noise: enough structure for every loss to be non-trivial."""
+def blob_data(
+    n: int, size: int, channels: int, device: torch.device, seed: int = 0, dims: int = 2
+) -> SegData:
+    """Random discs (balls in 3D) on noise: enough structure for every loss to be non-trivial.
+
+    The 2D draws are those of the original 2D-only version, so its timings stay comparable.
+    """
     g = torch.Generator().manual_seed(seed)
-    yy, xx = torch.meshgrid(torch.linspace(0, 1, size), torch.linspace(0, 1, size), indexing="ij")
-    centres = torch.rand(n, 2, generator=g) * 0.5 + 0.25
+    axes = torch.meshgrid(*[torch.linspace(0, 1, size)] * dims, indexing="ij")
+    centres = torch.rand(n, dims, generator=g) * 0.5 + 0.25
     radii = torch.rand(n, generator=g) * 0.15 + 0.1
-    masks = (yy - centres[:, 0, None, None]) ** 2 + (xx - centres[:, 1, None, None]) ** 2 < radii[
-        :, None, None
-    ] ** 2
-    masks = masks.float()[:, None]
-    images = (0.6 * torch.rand(n, channels, size, size, generator=g) + 0.3 * masks).clamp(0, 1)
+    view = (n, *[1] * dims)
+    dist2 = sum((a - centres[:, i].view(view)) ** 2 for i, a in enumerate(axes))
+    masks = (dist2 < radii.view(view) ** 2).float()[:, None]
+    images = (0.6 * torch.rand(n, channels, *[size] * dims, generator=g) + 0.3 * masks).clamp(0, 1)
     return SegData(images.to(device), masks.to(device), [f"b{i}" for i in range(n)])
 
 
@@ -97,6 +111,9 @@ def main() -> None:
         "--width", type=int, default=None, help="generator/discriminator width (default: the profile's)"
     )
     ap.add_argument("--backbone", default="unet")
+    ap.add_argument(
+        "--dims", type=int, choices=[2, 3], default=2, help="3: 1-channel size^3 volumes, 3D UNet and 3D GAN"
+    )
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     ap.add_argument(
         "--lookahead",
@@ -118,14 +135,16 @@ def main() -> None:
     def amp() -> contextlib.AbstractContextManager[None]:
         return autocast(ctx)
 
-    size, bs, channels = args.image_size, args.batch_size, 3
-    data = blob_data(max(16, bs), size, channels, device)
-    val = blob_data(max(8, bs), size, channels, device, seed=1)
+    size, bs, dims = args.image_size, args.batch_size, args.dims
+    channels = 3 if dims == 2 else 1  # the 3D tasks are single-channel MRI / CT
+    spatial = (size,) * dims
+    data = blob_data(max(16, bs), size, channels, device, dims=dims)
+    val = blob_data(max(8, bs), size, channels, device, seed=1, dims=dims)
     rng = torch.Generator(device=device).manual_seed(0)
     torch.manual_seed(0)
 
     # the plain supervised step, exactly as SupervisedMethod runs it
-    sup = prepare_model(build_segmenter(args.backbone, channels), ctx, 2)
+    sup = prepare_model(build_segmenter(args.backbone, channels, dims), ctx, dims)
     sup_opt, _ = make_seg_optimizer(sup.parameters(), profile)
 
     def supervised_step() -> None:
@@ -139,10 +158,10 @@ def main() -> None:
 
     def trainer(config: dict[str, object]) -> GenSegTrainer:
         cfg = GenSegConfig.model_validate(config)
-        seg = prepare_model(build_segmenter(args.backbone, channels), ctx, 2)
-        gen = SearchableGenerator(channels, (size, size), width=profile.gen_width, mode=cfg.cells)
-        disc = PatchDiscriminator(channels, (size, size), width=profile.gen_width)
-        gen, disc = prepare_model(gen, ctx, 2), prepare_model(disc, ctx, 2)  # type: ignore[assignment]
+        seg = prepare_model(build_segmenter(args.backbone, channels, dims), ctx, dims)
+        gen = SearchableGenerator(channels, spatial, width=profile.gen_width, mode=cfg.cells, dims=dims)
+        disc = PatchDiscriminator(channels, spatial, width=profile.gen_width, dims=dims)
+        gen, disc = prepare_model(gen, ctx, dims), prepare_model(disc, ctx, dims)  # type: ignore[assignment]
         return GenSegTrainer(cfg, gen, disc, seg, profile, amp=amp)  # type: ignore[arg-type]
 
     # no architecture warm-up: every timed end-to-end step runs the A level
@@ -173,14 +192,19 @@ def main() -> None:
         b = batch(False)
         separate.segmenter_step(b.masks, b.images, b.aug_masks)
 
-    g_only = SearchableGenerator(channels, (size, size), width=profile.gen_width).to(device)
-    g_single = SearchableGenerator(channels, (size, size), width=profile.gen_width, mode="single").to(device)
+    g_only = SearchableGenerator(channels, spatial, width=profile.gen_width, dims=dims).to(device)
+    g_single = SearchableGenerator(channels, spatial, width=profile.gen_width, mode="single", dims=dims).to(
+        device
+    )
 
-    def fwd_bwd(model: torch.nn.Module, x: torch.Tensor) -> Callable[[], None]:
+    def fwd_bwd(model: torch.nn.Module, x: torch.Tensor, backend: bool = False) -> Callable[[], None]:
+        """Forward + backward of one model; ``backend``: under the trainer's conv_backend, as GenSeg runs G."""
+
         def run() -> None:
-            with amp():
-                y = model(x)
-            y.float().mean().backward()
+            with conv_backend(dims, device) if backend else contextlib.nullcontext():
+                with amp():
+                    y = model(x)
+                y.float().mean().backward()
 
         return run
 
@@ -190,8 +214,8 @@ def main() -> None:
         "GenSeg end-to-end step": e2e_step,
         "GenSeg joint step (no A level)": joint_step,
         "Separate segmenter step": separate_step,
-        "G fwd+bwd (3-branch cells)": fwd_bwd(g_only, masks_b),
-        "G fwd+bwd (single branch)": fwd_bwd(g_single, masks_b),
+        "G fwd+bwd (3-branch cells)": fwd_bwd(g_only, masks_b, backend=True),
+        "G fwd+bwd (single branch)": fwd_bwd(g_single, masks_b, backend=True),
         "S fwd+bwd": fwd_bwd(sup, data.images[:bs]),
     }
     times: dict[str, list[float]] = defaultdict(list)
@@ -213,7 +237,7 @@ def main() -> None:
         else f"CPU, {torch.get_num_threads()} threads"
     )
     print(
-        f"device: {dev}; image {size}x{size}, batch {bs}, profile {profile.name}, "
+        f"device: {dev}; {'image' if dims == 2 else 'volume'} {'x'.join([str(size)] * dims)}, batch {bs}, profile {profile.name}, "
         f"generator width {profile.gen_width}, backbone {args.backbone}, AMP {amp_on}, "
         f"lookahead {args.lookahead}, "
         f"median of {args.repeats} (after {args.warmup} warm-up)"
@@ -227,7 +251,7 @@ def main() -> None:
         t = statistics.median(v)
         print(f"  {phase:8s} {t * 1000:9.1f} ms   {100 * t / total:5.1f}%")
     ratio = med["GenSeg end-to-end step"] / base
-    print(f"RATIO GenSeg/UNet iteration: {ratio:.2f}x (target <= 8x)")
+    print(f"RATIO GenSeg/UNet iteration ({dims}D): {ratio:.2f}x (target <= 8x)")
 
 
 if __name__ == "__main__":

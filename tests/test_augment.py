@@ -237,6 +237,44 @@ def test_random_flip_2d_flips_both_ways() -> None:
     assert seen == {(2, 3), (2, 13), (14, 3), (14, 13)}
 
 
+# --- 3D axes on a volume whose sides all differ ------------------------------------------------------
+
+SHAPE_3D_ANISO = (1, 1, 5, 9, 13)
+"""D = 5, H = 9, W = 13: any mix-up of affine_grid's (x=W, y=H, z=D) rows with tensor order moves content
+to another slice or along the wrong axis, which cubic in-plane sides (17 x 17) can hide for H and W."""
+
+
+@pytest.mark.parametrize("axis", "DHW")
+def test_anisotropic_volume_each_flip_flips_its_own_axis(monkeypatch: pytest.MonkeyPatch, axis: str) -> None:
+    x = _binary(SHAPE_3D_ANISO, seed=3)
+    _force(monkeypatch, ["flip"], flip=[name == axis for name in "DHW"])
+    _assert_geometry(x, ["flip"], torch.flip(x, dims=(2 + "DHW".index(axis),)))
+
+
+def test_anisotropic_volume_rotation_turns_each_slice_in_its_h_w_plane(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """+90 on an off-centre slice: a ray right of the centre (6 px) becomes a ray up, clipped at row 0,
+    in the same slice; -90 sends it down. Pixel units on H != W (no shear), slices never mix."""
+    x = torch.zeros(SHAPE_3D_ANISO)
+    x[0, 0, 1, 4, 6:13] = 1.0
+    up, down = torch.zeros(SHAPE_3D_ANISO), torch.zeros(SHAPE_3D_ANISO)
+    up[0, 0, 1, 0:5, 6] = 1.0
+    down[0, 0, 1, 4:9, 6] = 1.0
+    _force(monkeypatch, ["rotate"], angle_deg=90.0)
+    _assert_geometry(x, ["rotate"], up)
+    _force(monkeypatch, ["rotate"], angle_deg=-90.0)
+    _assert_geometry(x, ["rotate"], down)
+
+
+def test_anisotropic_volume_random_rotation_and_flip_keep_each_slice() -> None:
+    """The real sampler, rotate + flip as GenSeg's 3D masks get them: slice-constant volumes stay so."""
+    x = torch.arange(1, 6, dtype=torch.float32).view(1, 1, 5, 1, 1).expand(16, 1, 5, 9, 13).contiguous()
+    out = augment_masks(x, AugmentConfig(ops=("rotate", "flip"), rotate_degrees=180.0), _gen(9))
+    torch.testing.assert_close(out[..., 4, 6], x[..., 4, 6])
+    assert set(torch.unique(out).tolist()) <= {0.0, 1.0, 2.0, 3.0, 4.0, 5.0}
+
+
 # --- translation --------------------------------------------------------------------------------------
 
 

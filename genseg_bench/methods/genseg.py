@@ -100,6 +100,13 @@ evaluation time, and the extra passes of the unrolled step do not move them.
 Only the generated half depends on A, so only its gradient is taken with
 ``create_graph``: the double backward of S runs over B images, not 2B.
 
+**3D on the CPU.** Every step of :class:`GenSegTrainer` runs inside
+:func:`~genseg_bench.models.generator.conv_backend`: oneDNN's CPU weight
+gradients of 3D convolutions are garbage for the generator's fused 8x8x8 cells
+at small extents (an 8^3 input with 16+ channels), which made every 3D run's
+weights NaN in its first iteration; PyTorch's native kernels are used instead.
+2D and CUDA are unchanged (tests/methods/test_genseg_3d.py).
+
 Variants are config, not copies (``MethodSpec.config``, see :class:`GenSegConfig`):
 ``separate`` trains the GAN first for ``gan_iterations``, freezes it, then trains
 S on its output plus the real data (paper Sec. 2.5); ``cells`` picks learnable /
@@ -150,7 +157,7 @@ from genseg_bench.methods.training import (
     seg_loss,
 )
 from genseg_bench.models.discriminator import PatchDiscriminator
-from genseg_bench.models.generator import SearchableGenerator
+from genseg_bench.models.generator import SearchableGenerator, conv_backend
 from genseg_bench.models.segmenters import build_segmenter
 from genseg_bench.specs import Profile
 
@@ -483,6 +490,8 @@ class GenSegTrainer:
         self.opt_d = _adam(self.d_params, profile.gen_lr, profile.gen_weight_decay)
         self.opt_a = _adam(self.arch, profile.arch_lr, profile.arch_weight_decay) if self.arch else None
         self.opt_s, self.sched = make_seg_optimizer(self.s_params, profile)
+        self.device = next(gen.parameters()).device
+        """Where G lives: with ``gen.dims`` it picks :func:`conv_backend` for every step."""
 
     def lookahead_rules(self) -> tuple[StepRule, StepRule]:
         """The step rules of G' and S' for this iteration (module docstring, *Lookahead*)."""
@@ -493,8 +502,21 @@ class GenSegTrainer:
             )
         return adam_lookahead(self.opt_g), rmsprop_lookahead(self.opt_s)
 
+    def conv_backend(self) -> contextlib.AbstractContextManager[None]:
+        """Convolution kernels whose 3D gradients are right (:func:`~genseg_bench.models.generator.conv_backend`).
+
+        Every step below runs its forwards and backwards inside it: on the CPU,
+        oneDNN's 3D weight gradients for the generator's 8x8x8 cells are garbage
+        and made every 3D run NaN in its first iteration. A no-op in 2D.
+        """
+        return conv_backend(self.gen.dims, self.device)
+
     def end_to_end_step(self, batch: GenSegBatch, timer: Timer = _no_timer) -> StepLosses:
         """The three levels, then the real updates of A, G, H and S (see the module docstring)."""
+        with self.conv_backend():
+            return self._end_to_end_step(batch, timer)
+
+    def _end_to_end_step(self, batch: GenSegBatch, timer: Timer) -> StepLosses:
         cfg = self.cfg
         self.iteration += 1
         search = self.iteration > cfg.arch_warmup  # the architecture level runs (module docstring, *Warm-up*)
@@ -545,6 +567,10 @@ class GenSegTrainer:
 
     def gan_step(self, masks: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
         """Level 1 alone: one Pix2Pix step of G and H (Separate's pre-training, the joint loop's first half)."""
+        with self.conv_backend():
+            return self._gan_step(masks, images)
+
+    def _gan_step(self, masks: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
         with self.amp():
             fake = self.gen(masks)
             gan = generator_gan_loss(self.disc, masks, fake, images, self.cfg.lambda_l1)
@@ -560,6 +586,12 @@ class GenSegTrainer:
         self, masks: torch.Tensor, images: torch.Tensor, aug_masks: torch.Tensor
     ) -> torch.Tensor:
         """Level 2 with G held fixed: S on generated pairs + gamma * real pairs."""
+        with self.conv_backend():
+            return self._segmenter_step(masks, images, aug_masks)
+
+    def _segmenter_step(
+        self, masks: torch.Tensor, images: torch.Tensor, aug_masks: torch.Tensor
+    ) -> torch.Tensor:
         with torch.no_grad(), self.amp():
             generated = self.gen(aug_masks)
         with self.amp():  # two forwards, as in unrolled_step, so every variant treats BatchNorm alike
