@@ -20,7 +20,9 @@ from typing import Any
 
 from genseg_bench import report as rep
 from genseg_bench.catalog import Catalog
+from genseg_bench.errors import GensegBenchError
 from genseg_bench.metric_policy import EMPTY_POLICY
+from genseg_bench.profiles import get_profile
 from genseg_bench.results import iter_results
 from genseg_bench.specs import RunResult, TaskSpec
 
@@ -39,14 +41,25 @@ def _cell(mean: float, std: float, n_seeds: int) -> str:
 
 
 def _settings_labels(task: TaskSpec, runs: list[RunResult]) -> dict[str, str]:
-    """Each profile-settings digest of the task's runs -> a short label (``rules A``, ``rules B`` ...).
+    """Each profile-settings digest of the task's runs -> a short label (``profile A``, ``B`` ...).
 
-    Empty when every run shares one setting: rows and tests then need no label.
+    ``A`` is today's definition of the runs' profile where any run has it; the others follow
+    by their newest run. Empty when every run shares one setting: rows then need no label.
     """
-    digests = sorted({rep.run_context(task, r).settings for r in runs})
-    if len(digests) < 2:
+    newest: dict[str, str] = {}
+    for r in runs:
+        d = rep.run_context(task, r).settings
+        newest[d] = max(newest.get(d, ""), r.created)
+    if len(newest) < 2:
         return {}
-    return {d: f"profile {chr(ord('A') + i)}" for i, d in enumerate(digests)}
+    today: set[str] = set()
+    for name in {r.spec.profile for r in runs}:
+        try:
+            today.add(rep.settings_digest(get_profile(name).model_dump()))
+        except GensegBenchError:
+            continue  # a profile this version does not define
+    order = sorted(newest, key=lambda d: (d not in today, [-ord(c) for c in newest[d]]))
+    return {d: f"profile {chr(ord('A') + i)}" for i, d in enumerate(order)}
 
 
 def _profile_line(task: TaskSpec, runs: list[RunResult]) -> str:

@@ -92,6 +92,11 @@ def profile_of(r: RunResult) -> dict[str, Any]:
     return recorded.model_dump()
 
 
+def settings_digest(profile: dict[str, Any]) -> str:
+    """The ``settings`` label of a :class:`RunContext`: every profile field but name, iterations and batch."""
+    return _digest({k: v for k, v in profile.items() if k not in ("name", "iterations", "batch_size")})
+
+
 def replay_plateau(
     scores: Sequence[float],
     lr0: float,
@@ -189,13 +194,12 @@ def run_context(task: TaskSpec, r: RunResult) -> RunContext:
     budget = (
         f"{iterations} it × {batch}" if iterations and batch else (f"{iterations} it" if iterations else "-")
     )
-    rest = {k: v for k, v in prof.items() if k not in ("name", "iterations", "batch_size")}
     data = ", ".join(f"{k} {v}" for k, v in sorted(r.spec.data_fingerprints.items())) or "-"
     current = r.spec.task_hash in (stable_hash(task), legacy_task_hash(task))
     return RunContext(
         profile=r.spec.profile,
         budget=budget,
-        settings=_digest(rest),
+        settings=settings_digest(prof),
         data=data,
         task=f"v{task.version}" if current else f"task_hash {r.spec.task_hash} (not the current spec)",
         method=_digest(_method_identity(r)),
