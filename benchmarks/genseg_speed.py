@@ -121,6 +121,13 @@ def main() -> None:
         default="optimizer",
         help="the unrolled step rule (GenSegConfig.lookahead); the cost is the same by design",
     )
+    ap.add_argument(
+        "--table",
+        type=Path,
+        default=None,
+        help="also write the medians into this JSON table (benchmarks/iteration_times.json is the one "
+        "`genseg-bench run --dry-run` estimates device time from); replaces the entry of the same device",
+    )
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -252,6 +259,52 @@ def main() -> None:
         print(f"  {phase:8s} {t * 1000:9.1f} ms   {100 * t / total:5.1f}%")
     ratio = med["GenSeg end-to-end step"] / base
     print(f"RATIO GenSeg/UNet iteration ({dims}D): {ratio:.2f}x (target <= 8x)")
+    if args.table:
+        write_table(args, device, dev, profile, med, dims)
+
+
+def write_table(
+    args: argparse.Namespace,
+    device: torch.device,
+    name: str,
+    profile: object,
+    med: dict[str, float],
+    dims: int,
+) -> None:
+    """Merge this measurement into the JSON table of seconds per iteration (one entry per device kind)."""
+    import json
+    import sys
+
+    from genseg_bench.executors import COST_KEYS
+
+    path: Path = args.table
+    table = json.loads(path.read_text()) if path.is_file() else {}
+    entry = {
+        "device": device.type,
+        "device_name": name,
+        "dims": dims,
+        "image_size": args.image_size,
+        "batch_size": args.batch_size,
+        "profile": profile.name,  # type: ignore[attr-defined]
+        "gen_width": profile.gen_width,  # type: ignore[attr-defined]
+        "backbone": args.backbone,
+        "amp": bool(profile.amp and device.type == "cuda"),  # type: ignore[attr-defined]
+        "seconds_per_iteration": {k: round(med[line], 6) for k, line in COST_KEYS.items()},
+        "measured": time.strftime("%Y-%m-%d", time.gmtime()),
+        "command": "python benchmarks/genseg_speed.py " + " ".join(sys.argv[1:]),
+    }
+    others = [
+        e
+        for e in table.get("entries", [])
+        if (e.get("device"), e.get("backbone"), e.get("dims", 2)) != (device.type, args.backbone, dims)
+    ]
+    table["about"] = table.get("about") or (
+        "Median seconds per training iteration (no validation), measured by benchmarks/genseg_speed.py "
+        "--table; `genseg-bench run --dry-run` scales them to each job's pixels and batch to estimate device time."
+    )
+    table["entries"] = [*others, entry]
+    path.write_text(json.dumps(table, indent=1) + "\n")
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

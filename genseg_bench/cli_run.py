@@ -33,6 +33,7 @@ from genseg_bench.values import MAX_SEED, check_device_name, check_image_size, c
 if TYPE_CHECKING:  # annotations only: torch and the runner load lazily, keeping `--help` fast
     import torch
 
+    from genseg_bench.executors import Executor
     from genseg_bench.runner import GridSummary
     from genseg_bench.specs import Profile
 
@@ -121,9 +122,11 @@ def run_grid_with_progress(
     profile: Profile,
     store: Store,
     results: Path,
-    device: torch.device,
+    device: torch.device | str,
     retry_failed: bool,
     resample: bool = False,
+    executor: Executor | None = None,
+    threads: int | None = None,
 ) -> GridSummary:
     """One task's grid with progress: rich bars on a terminal, one log line per validation otherwise.
 
@@ -149,9 +152,15 @@ def run_grid_with_progress(
             reporter,
             retry_failed,
             resample,
+            executor=executor,
+            threads=threads,
         )
     for aside in summary.set_aside:
         note(aside.message())
+    for spec, why in summary.elsewhere:
+        note(f"{spec.run_id}: not run here, {why}")
+    for spec, why in summary.lost:
+        note(f"{spec.run_id}: no result ({why}); a rerun does it again")
     return summary
 
 
@@ -162,11 +171,13 @@ def run_suite(
     sizes: list[int] | None,
     seeds: list[int],
     profile: Profile,
-    device: torch.device,
+    device: torch.device | str,
     results: Path,
     store: Path,
     retry_failed: bool,
     resample: bool = False,
+    executor: Executor | None = None,
+    threads: int | None = None,
 ) -> None:
     """``run --suite``: each task's grid in turn, at the suite's sizes (or ``sizes``).
 
@@ -195,10 +206,10 @@ def run_suite(
         )
     console.print(
         f"[bold]suite {suite_id}[/]: {len(tasks)} task(s), profile {profile.name}, device {device}, "
-        f"results in {results}"
+        f"executor {executor.name if executor else 'local'}, results in {results}"
     )
     summary = Table(title=f"suite {suite_id}")
-    for col in ("task", "sizes", "ran", "skipped", "failed"):
+    for col in ("task", "sizes", "ran", "skipped", "failed", "elsewhere"):
         summary.add_column(col)
     for task in tasks:
         task_sizes = sizes or suite.task_sizes(task)
@@ -214,11 +225,95 @@ def run_suite(
             device,
             retry_failed,
             resample,
+            executor,
+            threads,
         )
         summary.add_row(
-            task.id, ",".join(map(str, task_sizes)), str(len(s.ran)), str(len(s.skipped)), str(len(s.failed))
+            task.id,
+            ",".join(map(str, task_sizes)),
+            str(len(s.ran)),
+            str(len(s.skipped)),
+            str(len(s.failed)),
+            str(len(s.elsewhere)),
         )
     console.print(summary)
+
+
+def print_dry_run(
+    catalog: Catalog,
+    grids: list[tuple[str, list[int] | None]],
+    methods: list[str] | None,
+    seeds: list[int],
+    profile: Profile,
+    results: Path,
+    store: Store,
+    executor: Executor,
+    device: str,
+    retry_failed: bool,
+    resample: bool = False,
+) -> None:
+    """``run --dry-run``: the job table, what each job asks for, and the estimated device time."""
+    from genseg_bench.executors import SPEED_TABLE, dry_run
+
+    rows, entry = dry_run(
+        catalog,
+        grids,
+        methods,
+        seeds,
+        profile,
+        results,
+        store,
+        executor,
+        device,
+        retry_failed,
+        resample=resample,
+    )
+    res = ", ".join(f"{k} {v}" for k, v in executor.resources().items())
+    table = Table(title=f"{len(rows)} job(s), executor {executor.name}, each: {res}, device {device}")
+    for col in ("task", "method"):
+        table.add_column(col, no_wrap=True)  # names users type: never broken across lines
+    for col in ("n", "seed", "px", "iterations", "status", "est. time", "note"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        est = "?" if r.seconds is None else f"{r.seconds / 60:.1f} min"
+        table.add_row(
+            r.task,
+            r.method,
+            str(r.train_size),
+            str(r.seed),
+            str(r.image_size),
+            str(r.iterations),
+            r.status,
+            est,
+            r.note,
+        )
+    console.print(table)
+    todo = [r for r in rows if not r.status.startswith("done")]
+    gpus = float(executor.resources().get("gpus", 0) or 0)
+    unit = "GPU" if gpus > 0 or device.startswith("cuda") else "CPU-run"
+    for task_id in dict.fromkeys(r.task for r in rows):
+        mine = [r for r in todo if r.task == task_id]
+        est = "" if entry is None else f", {sum(r.seconds or 0.0 for r in mine) / 3600:.1f} {unit}-h"
+        console.print(f"{task_id}: {len(mine)} job(s) to run{est}", soft_wrap=True)
+    if entry is None:
+        console.print(
+            f"no estimate: {SPEED_TABLE} is absent (benchmarks/genseg_speed.py --table writes it).",
+            soft_wrap=True,
+        )
+        return
+    total = sum(r.seconds or 0.0 for r in todo)
+    console.print(
+        f"{len(todo)} job(s) to run; estimated {unit} time {total / 3600:.1f} h "
+        f"(training iterations only, from {entry.get('device_name', entry.get('device'))}: "
+        f"{entry.get('image_size')} px, batch {entry.get('batch_size')}, measured {entry.get('measured', '?')}; "
+        "scaled to each job's pixels and batch).",
+        soft_wrap=True,
+    )
+    if entry.get("device") == "cpu" and unit == "GPU":
+        console.print(
+            "[yellow]These are CPU numbers: no GPU has measured the table, so this GPU time is an upper bound.[/]",
+            soft_wrap=True,
+        )
 
 
 def _given(ctx: typer.Context, name: str) -> bool:
@@ -268,6 +363,43 @@ def run_cmd(
             help="Each seed draws its own n labelled cases (default: one fixed subset for every seed, as the paper)."
         ),
     ] = False,
+    executor: Annotated[
+        str,
+        typer.Option(help="Who runs the jobs: local (this process), ray or slurm (docs/scaling.md)."),
+    ] = "local",
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            help="Torch CPU threads per run (default: local, the cores this process may use; "
+            "ray/slurm, --cpus-per-run)."
+        ),
+    ] = None,
+    cpus_per_run: Annotated[
+        float | None, typer.Option(help="ray/slurm: CPUs each run asks for (default 1).")
+    ] = None,
+    gpus_per_run: Annotated[
+        float | None, typer.Option(help="ray/slurm: GPUs each run asks for (default 0; ray takes fractions).")
+    ] = None,
+    ray_address: Annotated[
+        str | None, typer.Option(help="ray: a cluster to join (default: start Ray on this machine).")
+    ] = None,
+    slurm_partition: Annotated[str | None, typer.Option(help="slurm: the partition.")] = None,
+    slurm_time: Annotated[
+        int | None, typer.Option(help="slurm: time limit of each run, in minutes (default 120).")
+    ] = None,
+    slurm_array_parallelism: Annotated[
+        int | None, typer.Option(help="slurm: most runs of the array at once (default 8).")
+    ] = None,
+    slurm_config: Annotated[
+        Path | None,
+        typer.Option(help="slurm: a TOML file of these settings and extra submitit parameters."),
+    ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            help="Print the jobs, the resources each asks for and an estimate of device time; run nothing."
+        ),
+    ] = False,
 ) -> None:
     """Run a task's grid (methods x sizes x seeds); finished runs are skipped, so an interrupted grid resumes."""
     from genseg_bench.profiles import get_profile
@@ -292,46 +424,103 @@ def run_cmd(
         catalog.task(task or "")
         prof = get_profile(profile, image_size, iterations)
 
-    from genseg_bench.runner import resolve_device  # torch loads here, once every value is known to be valid
+    from genseg_bench.executors import make_executor
 
-    dev = resolve_device(device)
-    if suite is not None:
-        run_suite(
+    if threads is not None and threads < 1:
+        raise GensegBenchError(f"--threads {threads}: give 1 or more.")
+    for opt, value in (("--cpus-per-run", cpus_per_run), ("--gpus-per-run", gpus_per_run)):
+        if value is not None and value < 0:
+            raise GensegBenchError(f"{opt} {value}: give 0 or more.")
+    if executor != "local" and device.startswith("cuda") and not gpus_per_run:
+        raise GensegBenchError(f"--device {device} with --executor {executor}: give --gpus-per-run (e.g. 1).")
+    ex = make_executor(
+        executor,
+        threads=threads,
+        results=results,
+        ray_address=ray_address,
+        cpus_per_run=cpus_per_run,
+        gpus_per_run=gpus_per_run,
+        slurm_partition=slurm_partition,
+        slurm_time=slurm_time,
+        slurm_array_parallelism=slurm_array_parallelism,
+        slurm_config=slurm_config,
+    )
+    if executor == "slurm" and ex.which_cluster() == "local":  # type: ignore[attr-defined]
+        note(
+            "no Slurm here (sbatch not found): submitit's local executor runs the job array on this machine."
+        )
+    if dry_run:
+        grids = (
+            [(t.id, size_list or catalog.suite(suite).task_sizes(t)) for t in catalog.suite_tasks(suite)]
+            if suite is not None
+            else [(task or "", size_list)]
+        )
+        print_dry_run(
             catalog,
-            suite,
+            grids,
             method_list,
-            size_list,
             seed_list,
             prof,
-            dev,
             results,
-            store,
+            Store(store),
+            ex,
+            device,
             retry_failed,
             resample,
         )
         return
-    assert task is not None
-    console.print(
-        f"[bold]{task}[/]: profile {prof.name} ({prof.iterations} it, "
-        f"{prof.image_size or catalog.task(task).image_size}px), device {dev}, results in {results}"
-    )
-    summary = run_grid_with_progress(
-        catalog,
-        task,
-        method_list,
-        size_list,
-        seed_list,
-        prof,
-        Store(store),
-        results,
-        dev,
-        retry_failed,
-        resample,
-    )
-    console.print(
-        f"{len(summary.ran)} run(s) done, {len(summary.skipped)} skipped (already done), "
-        f"{len(summary.failed)} failed."
-    )
+    # torch loads here, once every value is known to be valid; a remote worker resolves the device itself
+    # (a login node without a GPU may drive a GPU cluster)
+    from genseg_bench.runner import resolve_device
+
+    dev: torch.device | str = resolve_device(device) if executor == "local" else device
+    try:
+        if suite is not None:
+            run_suite(
+                catalog,
+                suite,
+                method_list,
+                size_list,
+                seed_list,
+                prof,
+                dev,
+                results,
+                store,
+                retry_failed,
+                resample,
+                ex,
+                threads,
+            )
+            return
+        assert task is not None
+        console.print(
+            f"[bold]{task}[/]: profile {prof.name} ({prof.iterations} it, "
+            f"{prof.image_size or catalog.task(task).image_size}px), device {dev}, executor {ex.name}, "
+            f"results in {results}"
+        )
+        summary = run_grid_with_progress(
+            catalog,
+            task,
+            method_list,
+            size_list,
+            seed_list,
+            prof,
+            Store(store),
+            results,
+            dev,
+            retry_failed,
+            resample,
+            ex,
+            threads,
+        )
+        elsewhere = f", {len(summary.elsewhere)} running or done elsewhere" if summary.elsewhere else ""
+        lost = f", {len(summary.lost)} lost (no result)" if summary.lost else ""
+        console.print(
+            f"{len(summary.ran)} run(s) done, {len(summary.skipped)} skipped (already done), "
+            f"{len(summary.failed)} failed{elsewhere}{lost}."
+        )
+    finally:
+        ex.close()
     if report:
         from genseg_bench.cli_report import print_report
 

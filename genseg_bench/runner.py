@@ -3,8 +3,13 @@
 A grid is task x methods x training sizes x seeds. Every job has a
 deterministic id (:attr:`RunSpec.run_id`) and writes one result file, so the
 grid is resumable (finished runs are skipped) and embarrassingly parallel: any
-cluster engine can run :func:`run_job` for a list of specs against a shared
-result folder. The local executor runs them one after the other in this process.
+cluster engine can run :func:`run_one` for a list of jobs against a shared
+result folder. :func:`run_one` takes plain values only (it loads its own data), so
+Ray or Slurm can ship it to a worker; :mod:`genseg_bench.executors` runs the jobs
+of a grid locally (one after the other in this process, the default), on Ray or on
+Slurm, and the same function runs each of them. Before a run trains, its worker
+takes the run's claim (:mod:`genseg_bench.claims`), so two grids on one result
+folder never train the same run.
 
 A job that raises, or whose loss diverges, is recorded as a failed result and
 the grid goes on. Ctrl-C stops the grid; every finished run is already on disk.
@@ -13,16 +18,18 @@ the grid goes on. Ctrl-C stops the grid; every finished run is already on disk.
 from __future__ import annotations
 
 import json
+import os
 import time
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
 from genseg_bench.catalog import Catalog
+from genseg_bench.claims import DEFAULT_HEARTBEAT_S, DEFAULT_TIMEOUT_S, Claim, claim_path
 from genseg_bench.data.sources import get_source, is_synthetic
 from genseg_bench.data.splits import Split, load_or_make_split
 from genseg_bench.data.store import PreparedSet, Store, to_tensors
@@ -50,6 +57,9 @@ from genseg_bench.values import (
     check_iterations,
     check_unique,
 )
+
+if TYPE_CHECKING:
+    from genseg_bench.executors import Executor
 
 DEFAULT_SEEDS = (0, 1, 2)
 
@@ -395,6 +405,128 @@ def run_job(
     return result
 
 
+def default_threads() -> int:
+    """The cores this process may use (its CPU affinity mask, which Slurm, taskset and containers set)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+_DATA_CACHE: dict[tuple[str, str, int | None], TaskData] = {}
+"""The last task's data, per process: a local grid, or a Ray worker that runs many jobs of one task,
+loads it once instead of once per run."""
+
+
+def _task_data(task: TaskSpec, store: Store, run_size: int | None) -> TaskData:
+    key = (str(Path(store.root).resolve()), stable_hash(task), run_size)
+    if key not in _DATA_CACHE:
+        _DATA_CACHE.clear()
+        _DATA_CACHE[key] = load_task_data(task, store, run_size)
+    return _DATA_CACHE[key]
+
+
+def remember_task_data(task: TaskSpec, store: Store, run_size: int | None, data: TaskData) -> None:
+    """Seed :func:`run_one`'s cache with data the grid already loaded (the local executor shares it)."""
+    _DATA_CACHE.clear()
+    _DATA_CACHE[(str(Path(store.root).resolve()), stable_hash(task), run_size)] = data
+
+
+def _mtime_ns(path: Path) -> int | None:
+    try:
+        return os.stat(path).st_mtime_ns
+    except FileNotFoundError:
+        return None
+
+
+OUTCOMES = ("ran", "busy", "done_elsewhere")
+"""What :func:`run_one` did: trained the run (``ran``: ``result`` holds it, ok or failed), found its claim
+held by a live owner (``busy``), or found that another grid wrote its result after this grid planned it
+(``done_elsewhere``)."""
+
+
+def run_one(
+    task: str,
+    spec: dict[str, Any],
+    store: str,
+    results: str,
+    device: str = "auto",
+    threads: int | None = None,
+    *,
+    method: dict[str, Any] | None = None,
+    profile: dict[str, Any] | None = None,
+    task_spec: dict[str, Any] | None = None,
+    planned_mtime_ns: int | None = None,
+    claim_timeout_s: float = DEFAULT_TIMEOUT_S,
+    heartbeat_s: float = DEFAULT_HEARTBEAT_S,
+    reporter: Reporter | None = None,
+) -> dict[str, Any]:
+    """One job of a grid from plain values: what any engine ships to a worker (and the local executor runs).
+
+    ``spec`` is the :class:`RunSpec` (``model_dump()``); ``method``, ``profile`` and ``task_spec`` are the
+    dumped specs the grid expanded it from (a profile may carry ``--iterations`` overrides, a method may come
+    from outside the shipped catalog); without them the worker reads the catalog and the named profile. Their
+    hashes must match the spec's, so a worker on another checkout cannot write a result under this run's id.
+    ``planned_mtime_ns`` is the result file's modification time when the grid planned the job (None: absent):
+    a file that changed since was written by another grid, and the run is not done again.
+
+    The worker takes the run's claim, loads its own data, sets ``threads`` torch threads, trains, writes the
+    result atomically (:func:`run_job`) and releases the claim. Returns ``{"run_id", "outcome", "result",
+    "holder", "host", "pid"}`` (``outcome`` in :data:`OUTCOMES`; ``result`` a JSON dict of the RunResult).
+    ``reporter`` is for in-process callers only; remote workers report through the returned value.
+    """
+    run_spec = RunSpec.model_validate(spec)
+    catalog = Catalog.load() if task_spec is None or method is None else None
+    task_obj = TaskSpec.model_validate(task_spec) if task_spec is not None else catalog.task(task)  # type: ignore[union-attr]
+    method_obj = (
+        MethodSpec.model_validate(method) if method is not None else catalog.method(run_spec.method)  # type: ignore[union-attr]
+    )
+    if profile is not None:
+        profile_obj = Profile.model_validate(profile)
+    else:
+        from genseg_bench.profiles import get_profile
+
+        profile_obj = get_profile(run_spec.profile)
+    for what, have, want in (
+        ("task", stable_hash(task_obj), run_spec.task_hash),
+        ("method", method_obj.fingerprint(), run_spec.method_hash),
+        ("profile", stable_hash(profile_obj), run_spec.profile_hash),
+    ):
+        if have != want:
+            raise GensegBenchError(
+                f"run {run_spec.run_id}: this worker's {what} spec differs from the grid's "
+                f"(hash {have} != {want}); install the same genseg-bench on every worker."
+            )
+    results_dir = Path(results)
+    out: dict[str, Any] = {
+        "run_id": run_spec.run_id,
+        "outcome": "ran",
+        "result": None,
+        "holder": "",
+        "host": os.uname().nodename,
+        "pid": os.getpid(),
+    }
+    path = result_path(results_dir, run_spec)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    claim = Claim(claim_path(path), heartbeat_s=heartbeat_s, timeout_s=claim_timeout_s)
+    if not claim.acquire():
+        out["outcome"] = "busy"
+        out["holder"] = claim.holder.describe() if claim.holder else "unknown owner"
+        return out
+    with claim:
+        if _mtime_ns(path) != planned_mtime_ns:  # written (or moved aside) by another grid since planned
+            out["outcome"] = "done_elsewhere"
+            return out
+        if threads:
+            torch.set_num_threads(int(threads))
+        dev = resolve_device(device)
+        st = Store(Path(store))
+        data = _task_data(task_obj, st, run_image_size(task_obj, profile_obj))
+        result = run_job(run_spec, task_obj, method_obj, profile_obj, data, dev, results_dir, reporter)
+    out["result"] = result.model_dump(mode="json")
+    return out
+
+
 @dataclass
 class GridSummary:
     """What a grid run did."""
@@ -404,10 +536,95 @@ class GridSummary:
     skipped: list[RunSpec] = field(default_factory=list)
     set_aside: list[SetAside] = field(default_factory=list)
     """Result files this version could not read, moved aside before their runs were done again."""
+    elsewhere: list[tuple[RunSpec, str]] = field(default_factory=list)
+    """Runs another grid or worker was training (its claim) or finished after this grid planned them."""
+    lost: list[tuple[RunSpec, str]] = field(default_factory=list)
+    """Runs whose worker died without a result (killed, out of memory): a rerun does them again."""
 
     @property
     def failed(self) -> list[RunResult]:
         return [r for r in self.ran if r.status == "failed"]
+
+
+@dataclass
+class GridPlan:
+    """A grid's jobs, expanded and checked, with what is already done: what every executor runs."""
+
+    task: TaskSpec
+    methods: dict[str, MethodSpec]
+    profile: Profile
+    specs: list[RunSpec]
+    todo: list[RunSpec]
+    summary: GridSummary
+    planned_mtime_ns: dict[str, int | None]
+
+
+def plan_grid(
+    catalog: Catalog,
+    task_id: str,
+    method_names: Sequence[str] | None,
+    sizes: Sequence[int] | None,
+    seeds: Sequence[int],
+    profile: Profile,
+    store: Store,
+    results_dir: Path,
+    retry_failed: bool = False,
+    resample: bool = False,
+) -> GridPlan:
+    """Check every value, load the data once, expand the grid and find the runs still to do.
+
+    A result file that cannot be read is moved aside (``summary.set_aside``), never overwritten.
+    """
+    task = catalog.task(task_id)
+    methods = [catalog.method(m) for m in (method_names or task.default_methods)]
+    sizes = list(sizes or task.train_sizes)
+    check_grid_values(sizes, seeds, profile)
+    check_model_input(task, methods, run_image_size(task, profile))
+    run_size = run_image_size(task, profile)
+    data = load_task_data(task, store, run_size)
+    remember_task_data(task, store, run_size, data)
+    specs = expand_grid(task, methods, sizes, seeds, profile, data, resample)
+    summary = GridSummary(specs=specs)
+    todo = []
+    planned: dict[str, int | None] = {}
+    for spec in specs:
+        aside = set_aside_unreadable(result_path(results_dir, spec))
+        if aside is not None:
+            summary.set_aside.append(aside)
+        status = existing_status(results_dir, spec)
+        if status == "ok" or (status == "failed" and not retry_failed):
+            summary.skipped.append(spec)
+        else:
+            todo.append(spec)
+            planned[spec.run_id] = _mtime_ns(result_path(results_dir, spec))
+    return GridPlan(task, {m.name: m for m in methods}, profile, specs, todo, summary, planned)
+
+
+def grid_jobs(
+    plan: GridPlan,
+    store: Store,
+    results_dir: Path,
+    device: str,
+    threads: int | None,
+    claim_timeout_s: float = DEFAULT_TIMEOUT_S,
+) -> list[dict[str, Any]]:
+    """The keyword arguments of :func:`run_one` for every run still to do: plain, picklable values."""
+    return [
+        dict(
+            task=plan.task.id,
+            spec=spec.model_dump(mode="json"),
+            store=str(Path(store.root).resolve()),
+            results=str(Path(results_dir).resolve()),
+            device=device,
+            threads=threads,
+            method=plan.methods[spec.method].model_dump(mode="json"),
+            profile=plan.profile.model_dump(mode="json"),
+            task_spec=plan.task.model_dump(mode="json"),
+            planned_mtime_ns=plan.planned_mtime_ns[spec.run_id],
+            claim_timeout_s=claim_timeout_s,
+        )
+        for spec in plan.todo
+    ]
 
 
 def run_grid(
@@ -419,39 +636,32 @@ def run_grid(
     profile: Profile,
     store: Store,
     results_dir: Path,
-    device: torch.device,
+    device: torch.device | str,
     reporter: Reporter | None = None,
     retry_failed: bool = False,
     resample: bool = False,
+    executor: Executor | None = None,
+    threads: int | None = None,
+    claim_timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> GridSummary:
     """Run every job of a grid that has not finished yet (failed runs too when ``retry_failed``).
 
     Every value is checked before data is read or a model trained; a result file that
-    cannot be read is moved aside (``summary.set_aside``), never overwritten.
+    cannot be read is moved aside (``summary.set_aside``), never overwritten. ``executor``
+    (default: :class:`~genseg_bench.executors.LocalExecutor`) runs the jobs; every executor
+    runs :func:`run_one`, so skip-finished, retry-failed, claims and the result files are
+    the same under each. ``threads``: torch threads per run (default: the executor's share).
     """
+    from genseg_bench.executors import LocalExecutor, collect
+
     reporter = reporter or SilentReporter()
-    task = catalog.task(task_id)
-    methods = [catalog.method(m) for m in (method_names or task.default_methods)]
-    sizes = list(sizes or task.train_sizes)
-    check_grid_values(sizes, seeds, profile)
-    check_model_input(task, methods, run_image_size(task, profile))
-    data = load_task_data(task, store, run_image_size(task, profile))
-    specs = expand_grid(task, methods, sizes, seeds, profile, data, resample)
-    summary = GridSummary(specs=specs)
-    todo = []
-    for spec in specs:
-        aside = set_aside_unreadable(result_path(results_dir, spec))
-        if aside is not None:
-            summary.set_aside.append(aside)
-        status = existing_status(results_dir, spec)
-        if status == "ok" or (status == "failed" and not retry_failed):
-            summary.skipped.append(spec)
-        else:
-            todo.append(spec)
-    reporter.grid_started(len(specs), len(summary.skipped))
-    by_name = {m.name: m for m in methods}
-    for spec in todo:
-        summary.ran.append(
-            run_job(spec, task, by_name[spec.method], profile, data, device, results_dir, reporter)
-        )
-    return summary
+    executor = executor or LocalExecutor()
+    plan = plan_grid(
+        catalog, task_id, method_names, sizes, seeds, profile, store, results_dir, retry_failed, resample
+    )
+    reporter.grid_started(len(plan.specs), len(plan.summary.skipped))
+    jobs = grid_jobs(
+        plan, store, results_dir, str(device), threads or executor.threads_per_run(), claim_timeout_s
+    )
+    collect(executor, plan, jobs, reporter)
+    return plan.summary
