@@ -31,6 +31,16 @@ import torch.nn.functional as F
 from PIL import Image
 
 
+def load_prepared(folder: Path, ids: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The suite's prepared arrays (``images.npy`` N x H x W x C uint8, ``masks.npy``, ``cases.json``), read
+    with numpy alone: ``--prepared`` swaps only the data, to tell a data difference from a training one."""
+    cases = json.loads((folder / "cases.json").read_text())
+    rows = [cases.index(c) for c in ids]
+    img = np.load(folder / "images.npy", mmap_mode="r")[rows].astype(np.float32) / 255.0
+    msk = (np.load(folder / "masks.npy", mmap_mode="r")[rows] > 0).astype(np.float32)
+    return torch.from_numpy(img).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(msk)[:, None]
+
+
 def load_pairs(root: Path, ids: list[str], size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``images/<id>.jpg`` and ``masks/<id>.jpg`` (or .png) -> float images in [0, 1], 0/1 masks."""
     xs, ys = [], []
@@ -85,6 +95,13 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--eval-every", type=int, default=50)
     ap.add_argument("--seed", type=int, default=None, help="default: the result's seed")
+    ap.add_argument(
+        "--prepared",
+        type=Path,
+        default=None,
+        help="the suite's prepared folder of the training source (STORE/SOURCE/SIZE): train, validate and "
+        "test on its arrays instead of the raw files",
+    )
     args = ap.parse_args()
 
     res = json.loads(args.result.read_text())
@@ -92,10 +109,15 @@ def main() -> None:
     size = args.size or res["profile"]["image_size"]
     budget = args.seconds or float(res.get("extras", {}).get("train_time_s") or res["wall_time_s"])
     torch.manual_seed(seed)
-    train_x, train_y = load_pairs(args.images, res["train_cases"], size)
-    val_x, val_y = load_pairs(args.images, res["val_cases"], size)
     in_domain = next(v for v in res["test_sets"].values() if set(v["case_ids"]) <= _ids(args.images))
-    test_x, test_y = load_pairs(args.images, in_domain["case_ids"], size)
+    if args.prepared is not None:
+        train_x, train_y = load_prepared(args.prepared, res["train_cases"])
+        val_x, val_y = load_prepared(args.prepared, res["val_cases"])
+        test_x, test_y = load_prepared(args.prepared, in_domain["case_ids"])
+    else:
+        train_x, train_y = load_pairs(args.images, res["train_cases"], size)
+        val_x, val_y = load_pairs(args.images, res["val_cases"], size)
+        test_x, test_y = load_pairs(args.images, in_domain["case_ids"], size)
 
     model = smp.Unet("resnet18", encoder_weights=None, in_channels=3, classes=1)
     if args.optimizer == "rmsprop":
@@ -123,7 +145,8 @@ def main() -> None:
     model.load_state_dict(best_state)
     out: dict[str, object] = {
         "task": res["spec"]["task"],
-        "loop_optimizer": f"{args.optimizer} lr {args.lr:g}",
+        "loop_optimizer": f"{args.optimizer} lr {args.lr:g}"
+        + (", suite's prepared data" if args.prepared else ""),
         "suite_run": res["run_id"].rsplit("__", 1)[-1],
         "seed": seed,
         "n_train": len(train_x),
