@@ -201,7 +201,33 @@ def test_slurm_settings_from_a_config_file_and_options(tmp_path: Path) -> None:
         read_slurm_config(cfg)
 
 
-def test_dry_run_lists_jobs_resources_and_device_time(tmp_path: Path) -> None:
+CPU_TABLE = {
+    "entries": [
+        {
+            "device": "cpu",
+            "device_name": "CPU, 2 threads",
+            "image_size": 64,
+            "batch_size": 8,
+            "backbone": "unet",
+            "seconds_per_iteration": {
+                "supervised": 0.01,
+                "genseg": 0.08,
+                "genseg_joint": 0.03,
+                "separate": 0.02,
+            },
+        }
+    ]
+}
+
+
+def test_dry_run_lists_jobs_resources_and_device_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import genseg_bench.executors as executors
+
+    table = tmp_path / "iteration_times.json"
+    table.write_text(json.dumps(CPU_TABLE))
+    monkeypatch.setattr(executors, "SPEED_TABLE", table)
     out = CliRunner().invoke(
         app,
         [
@@ -225,6 +251,22 @@ def test_dry_run_lists_jobs_resources_and_device_time(tmp_path: Path) -> None:
         assert f"\n{task}: " in out.output  # a line per task of the suite, with its jobs and device time
     assert "estimated GPU time" in out.output and "These are CPU numbers" in out.output
     assert not (tmp_path / "r").exists()  # nothing ran
+
+
+def test_estimate_scales_by_pixels_batch_and_method() -> None:
+    from genseg_bench.executors import estimate_seconds
+
+    entry = CPU_TABLE["entries"][0]
+    unet = MethodSpec(name="unet", kind="supervised", backbone="unet", description="")
+    x2 = MethodSpec(
+        name="x2", kind="supervised", backbone="unet", description="", config={"second_copy": ["flip"]}
+    )
+    genseg = MethodSpec(name="g", kind="genseg", backbone="unet", description="")
+    assert estimate_seconds(unet, 100, 128, 2, 8, entry)[0] == pytest.approx(100 * 0.01 * 4)  # 4x the pixels
+    assert estimate_seconds(x2, 100, 64, 2, 4, entry)[0] == pytest.approx(
+        100 * 0.01 * 2 * 0.5
+    )  # 2 forwards, half batch
+    assert estimate_seconds(genseg, 100, 64, 2, 8, entry)[0] == pytest.approx(100 * 0.08)
 
 
 def test_remote_spec_mismatch_is_refused(catalog: Catalog, store: Store, tmp_path: Path) -> None:
