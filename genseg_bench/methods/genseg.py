@@ -491,7 +491,7 @@ class GenSegTrainer:
         self.opt_a = _adam(self.arch, profile.arch_lr, profile.arch_weight_decay) if self.arch else None
         self.opt_s, self.sched = make_seg_optimizer(self.s_params, profile)
         self.device = next(gen.parameters()).device
-        """Where G lives: with ``gen.dims`` it picks :func:`conv_backend` for every step."""
+        """Where G lives: with G's dimensionality it picks :func:`conv_backend` for every step."""
 
     def lookahead_rules(self) -> tuple[StepRule, StepRule]:
         """The step rules of G' and S' for this iteration (module docstring, *Lookahead*)."""
@@ -509,7 +509,11 @@ class GenSegTrainer:
         oneDNN's 3D weight gradients for the generator's 8x8x8 cells are garbage
         and made every 3D run NaN in its first iteration. A no-op in 2D.
         """
-        return conv_backend(self.gen.dims, self.device)
+        # any mask-to-image module may be G (the reference tests use a tiny one without ``dims``):
+        # the dimensionality is read off its first weight, 5-D for 3D convolutions
+        first = next(self.gen.parameters())
+        dims = int(getattr(self.gen, "dims", first.dim() - 2 if first.dim() in (4, 5) else 2))
+        return conv_backend(dims, self.device)
 
     def end_to_end_step(self, batch: GenSegBatch, timer: Timer = _no_timer) -> StepLosses:
         """The three levels, then the real updates of A, G, H and S (see the module docstring)."""

@@ -107,7 +107,7 @@ def test_run_suite_uses_the_suite_profile_unless_one_is_given(
 
     calls: list[dict[str, Any]] = []
 
-    def fake_run_grid(catalog, task_id, methods, sizes, seeds, profile, *rest):  # type: ignore[no-untyped-def]
+    def fake_run_grid(catalog, task_id, methods, sizes, seeds, profile, *rest, **options):  # type: ignore[no-untyped-def]
         calls.append({"task": task_id, "sizes": list(sizes), "seeds": list(seeds), "profile": profile.name})
         return runner_mod.GridSummary(specs=[])
 
