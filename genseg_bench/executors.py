@@ -490,7 +490,7 @@ def dry_run(
     used (None: no table, no estimate).
     """
     from genseg_bench.results import existing_status, result_path
-    from genseg_bench.specs import RunSpec, stable_hash
+    from genseg_bench.specs import RunSpec
 
     entries = load_speed_table(table)
     kind = device_kind(executor, device)
@@ -508,18 +508,7 @@ def dry_run(
                 for seed in seeds:
                     status = "todo (data not prepared here)"
                     if fingerprints is not None:
-                        spec = RunSpec(
-                            task=task.id,
-                            method=m.name,
-                            train_size=n,
-                            seed=seed,
-                            profile=profile.name,
-                            subset="resampled" if resample else "fixed",
-                            task_hash=stable_hash(task),
-                            method_hash=m.fingerprint(),
-                            profile_hash=stable_hash(profile),
-                            data_fingerprints=fingerprints,
-                        )
+                        spec = RunSpec.for_job(task, m, n, seed, profile, fingerprints, resample)
                         st = existing_status(results, spec)
                         done = st == "ok" or (st == "failed" and not retry_failed)
                         status = f"done ({st})" if done else "todo"

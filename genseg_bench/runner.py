@@ -273,18 +273,7 @@ def expand_grid(
         for s in seeds if resample else seeds[:1]:
             data.split.subset(n, task.train_source, s if resample else None)
     return [
-        RunSpec(
-            task=task.id,
-            method=m.name,
-            train_size=n,
-            seed=s,
-            profile=profile.name,
-            subset="resampled" if resample else "fixed",
-            task_hash=stable_hash(task),
-            method_hash=m.fingerprint(),
-            profile_hash=stable_hash(profile),
-            data_fingerprints=data.fingerprints,
-        )
+        RunSpec.for_job(task, m, n, s, profile, data.fingerprints, resample)
         for n in sizes
         for m in methods
         for s in seeds

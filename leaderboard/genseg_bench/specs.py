@@ -306,6 +306,31 @@ class RunSpec(Strict):
     profile_hash: str
     data_fingerprints: dict[str, str]
 
+    @classmethod
+    def for_job(
+        cls,
+        task: TaskSpec,
+        method: MethodSpec,
+        train_size: int,
+        seed: int,
+        profile: Profile,
+        data_fingerprints: dict[str, str],
+        resample: bool = False,
+    ) -> RunSpec:
+        """The spec of one grid job, hashing task, method and profile the one way the grid and dry run share."""
+        return cls(
+            task=task.id,
+            method=method.name,
+            train_size=train_size,
+            seed=seed,
+            profile=profile.name,
+            subset="resampled" if resample else "fixed",
+            task_hash=stable_hash(task),
+            method_hash=method.fingerprint(),
+            profile_hash=stable_hash(profile),
+            data_fingerprints=data_fingerprints,
+        )
+
     @property
     def run_id(self) -> str:
         payload = json.dumps(self.model_dump(), sort_keys=True).encode()
