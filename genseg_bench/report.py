@@ -59,10 +59,13 @@ class RunContext:
         "method": "method config",
     }
 
+    SHARED: ClassVar[tuple[str, ...]] = ("profile", "budget", "settings", "data", "task")
+    """The fields of :attr:`shared`, in order (a paired test's context is read by these names)."""
+
     @property
     def shared(self) -> tuple[str, ...]:
         """Everything but the method config: what two methods' runs must share to be compared."""
-        return (self.profile, self.budget, self.settings, self.data, self.task)
+        return tuple(getattr(self, name) for name in self.SHARED)
 
     def key(self) -> str:
         """The whole context as one string (rows of one method and size that differ in it are split)."""
@@ -236,6 +239,8 @@ class ReportRow:
     profile: str = ""
     budget: str = ""
     """The profile's iterations and batch size (``800 it × 8``)."""
+    settings: str = ""
+    """:attr:`RunContext.settings`: the digest of the profile's other settings (rows never mix two)."""
     context: str = ""
     """:meth:`RunContext.key` of the runs behind the row."""
     split: tuple[str, ...] = ()
@@ -269,6 +274,12 @@ class PairedTest:
     profile: str = ""
     context: tuple[str, ...] = ()
     """:attr:`RunContext.shared` of the paired runs: runs of different contexts are never paired."""
+
+    @property
+    def settings(self) -> str:
+        """The profile-settings digest of the paired runs ("" for a test built without a context)."""
+        i = RunContext.SHARED.index("settings")
+        return self.context[i] if len(self.context) > i else ""
 
 
 RESAMPLED = " [resampled]"
@@ -428,6 +439,7 @@ def aggregate(task: TaskSpec, results: list[RunResult]) -> list[ReportRow]:
                 flags=flags,
                 profile=ctx.profile,
                 budget=ctx.budget,
+                settings=ctx.settings,
                 context=ctx.key(),
                 split=split,
             )

@@ -144,7 +144,7 @@ def task_section(task: TaskSpec, runs: list[RunResult], methods: Sequence[str], 
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     order = [m for m in methods if any(r.method == m for r in rows)]
     labels = _settings_labels(task, runs)
-    settings_of = {r.context: r.context.split(" | ")[2] for r in rows}
+    settings_of = {r.context: r.settings for r in rows}
     for m in order:
         by_ctx: dict[str, dict[str, rep.ReportRow]] = {}
         for r in rows:
@@ -218,7 +218,7 @@ def task_section(task: TaskSpec, runs: list[RunResult], methods: Sequence[str], 
                 gain = gains.get((other, t.test_set))
                 if gain is None and (anchor, t.test_set) in scores_ref and (other, t.test_set) in scores_ref:
                     gain = scores_ref[(anchor, t.test_set)] - scores_ref[(other, t.test_set)]
-                where = f" [{labels[t.context[2]]}]" if labels and len(t.context) > 2 else ""
+                where = f" [{labels[t.settings]}]" if labels and t.settings in labels else ""
                 lines.append(f"- {_verdict(t, gain)}{where}")
         if not any_test:
             lines.append("- no seed has both methods yet.")
