@@ -110,7 +110,9 @@ class LogReporter:
     def run_started(self, spec: RunSpec, iterations: int) -> None:
         self.run = f"{spec.method} n={spec.train_size} seed={spec.seed}"
         self.started = time.perf_counter()
-        self._line(f"run {self.done + 1}/{self.total} started: {self.run} ({iterations} iterations)")
+        # a worker of the Ray / Slurm executors runs one job without a grid: no "run 1/0"
+        count = f" {self.done + 1}/{self.total}" if self.total else ""
+        self._line(f"run{count} started: {self.run} ({iterations} iterations)")
 
     def run_progress(self, iteration: int, total: int, metrics: dict[str, float]) -> None:
         if not metrics:  # per-iteration calls carry no metrics; log at validations only
