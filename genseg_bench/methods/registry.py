@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 ENTRY_POINT_GROUP = "genseg_bench.methods"
 
 BUILTIN_KINDS: dict[str, str] = {
+    "nnunet": "genseg_bench.methods.nnunet:NnUNetMethod",
     "supervised": "genseg_bench.methods.supervised:SupervisedMethod",
     "genseg": "genseg_bench.methods.genseg:GenSegMethod",
 }
