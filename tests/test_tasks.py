@@ -133,8 +133,6 @@ PAPER_ONLY_METHODS = (
     "dct",
     "mcf",
     "nnunet",
-    "swinunet",
-    "genseg-swinunet",
     "bbdm",
     "soft-intro-vae",
     "spade",

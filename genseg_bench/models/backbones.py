@@ -4,8 +4,9 @@ Two families: every architecture of segmentation_models_pytorch's own factory
 (``smp.create_model(arch=...)``, whose name mapping is
 ``smp.MODEL_ARCHITECTURES_MAPPING``), and the suite's own networks, which smp
 does not have: ``unet-classic`` and ``deeplabv3-resnet50`` (the paper's public
-code, 2D) and the compact 3D UNet (``unet3d``; ``unet`` on a 3D task is that
-same network). The catalog checks a spec's backbone against these names when it
+code, 2D), ``swinunet`` (Swin-Unet, the transformer of the paper's Fig. 8c, 2D)
+and the compact 3D UNet (``unet3d``; ``unet`` on a 3D task is that same
+network). The catalog checks a spec's backbone against these names when it
 loads, so a typo is an error naming the file and the valid choices before any
 run; importing smp would import torch, which ``genseg-bench tasks`` and
 ``report`` must not, so smp's names are read from its source (see
@@ -24,6 +25,8 @@ from genseg_bench.errors import SpecError
 
 PAPER_CODE_2D = ("unet-classic", "deeplabv3-resnet50")
 """Backbones of the paper's public code, built without segmentation_models_pytorch."""
+TRANSFORMERS_2D = ("swinunet",)
+"""The suite's own transformer segmenters (:mod:`genseg_bench.models.swin_unet`); their weights come from a file."""
 BACKBONES_3D = ("unet", "unet3d")
 """Backbones of 3D tasks: both name the suite's compact 3D UNet."""
 NO_PRETRAINED = ("unet-classic", "unet3d")
@@ -82,16 +85,22 @@ def check_backbone(
     ``smp_names``: :func:`smp_architectures`, read once by a caller checking many specs.
     """
     smp_names = smp_names if smp_names is not None else smp_architectures()
-    if backbone not in (*smp_names, *PAPER_CODE_2D, *BACKBONES_3D):
+    if backbone not in (*smp_names, *PAPER_CODE_2D, *TRANSFORMERS_2D, *BACKBONES_3D):
         import difflib
 
-        choices = list(dict.fromkeys((*smp_names, *PAPER_CODE_2D, *BACKBONES_3D)))
+        choices = list(dict.fromkeys((*smp_names, *PAPER_CODE_2D, *TRANSFORMERS_2D, *BACKBONES_3D)))
         close = difflib.get_close_matches(backbone, choices, n=3)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         raise SpecError(
             f"unknown backbone {backbone!r}.{hint} Valid backbones: {', '.join(smp_names)} "
             f"(segmentation_models_pytorch, with `encoder`); {', '.join(PAPER_CODE_2D)} (the paper's "
-            "public code, 2D); unet3d (3D; `unet` is the same network on 3D tasks)."
+            f"public code, 2D); {', '.join(TRANSFORMERS_2D)} (Swin-Unet, 2D); unet3d (3D; `unet` is "
+            "the same network on 3D tasks)."
+        )
+    if backbone in TRANSFORMERS_2D and encoder_weights == "imagenet":
+        raise SpecError(
+            f"backbone {backbone!r} has no built-in pretrained weights, so encoder_weights = 'imagenet' "
+            "means nothing; set encoder_weights to the path of a state_dict file of this network, or remove it."
         )
     if backbone in NO_PRETRAINED and encoder_weights is not None:
         raise SpecError(

@@ -7,7 +7,9 @@ default ResNet-18); ``unet-classic`` (the classic UNet of
 Ronneberger et al., :mod:`genseg_bench.models.classic_unet`) and
 ``deeplabv3-resnet50`` (torchvision's DeepLabV3-ResNet50,
 :mod:`genseg_bench.models.pretrained`), the two the paper's public code uses (its
-text names neither); and for 3D tasks a compact UNet.
+text names neither); ``swinunet`` (Swin-Unet, Cao et al. 2021, the transformer
+of the paper's Fig. 8c, :mod:`genseg_bench.models.swin_unet`); and for 3D tasks
+a compact UNet.
 
 Every segmenter maps ``N x C x ...`` images in [0, 1] to ``N x 1 x ...`` logits.
 Pretrained encoder weights are off by default (``encoder_weights=None``): the
@@ -26,13 +28,20 @@ import torch
 from torch import nn
 
 from genseg_bench.errors import SpecError, unknown
-from genseg_bench.models.backbones import BACKBONES_3D, PAPER_CODE_2D
+from genseg_bench.models.backbones import BACKBONES_3D, PAPER_CODE_2D, TRANSFORMERS_2D
 from genseg_bench.models.classic_unet import ClassicUNet
 from genseg_bench.models.pretrained import (
     AdaptedSegmenter,
     WeightsError,
     build_deeplabv3_resnet50,
     describe_resnet50_weights,
+)
+from genseg_bench.models.swin_unet import (
+    SWINUNET_DEFAULT,
+    build_swinunet,
+    check_weights_name,
+    describe_swinunet_weights,
+    parameter_count,
 )
 
 __all__ = ["BACKBONES_3D", "PAPER_CODE_2D", "UNet3D", "build_segmenter", "describe_segmenter"]
@@ -89,7 +98,7 @@ def _smp_architectures() -> dict[str, type[nn.Module]]:
 
 
 def _backbones_2d() -> list[str]:
-    return [*_smp_architectures(), *PAPER_CODE_2D]
+    return [*_smp_architectures(), *PAPER_CODE_2D, *TRANSFORMERS_2D]
 
 
 def _smp_repo(encoder: str, encoder_weights: str) -> str:
@@ -136,6 +145,14 @@ def _build_smp(backbone: str, in_channels: int, encoder: str, encoder_weights: s
     return AdaptedSegmenter(net, in_channels, repeat_grey=repeat, normalise=True)
 
 
+def _not_3d(backbone: str) -> None:
+    if backbone in TRANSFORMERS_2D:
+        raise SpecError(
+            f"backbone {backbone!r} is a 2D network and this task has 3D volumes; 3D tasks take "
+            f"{' or '.join(BACKBONES_3D)} (the compact 3D UNet)."
+        )
+
+
 def _no_weights(backbone: str, encoder_weights: str | None) -> None:
     if encoder_weights is not None:
         raise SpecError(
@@ -154,13 +171,15 @@ def build_segmenter(
     """A segmenter that maps ``N x C x ...`` images in [0, 1] to ``N x 1 x ...`` logits.
 
     ``encoder`` applies to the smp backbones only (``unet-classic`` has no
-    encoder, ``deeplabv3-resnet50`` always a ResNet-50). ``encoder_weights`` is
-    None (from scratch), an smp weights name for smp encoders, or for
+    encoder, ``deeplabv3-resnet50`` always a ResNet-50, ``swinunet`` none). ``encoder_weights`` is
+    None (from scratch), an smp weights name for smp encoders, for
     ``deeplabv3-resnet50`` "imagenet" (torchvision's ResNet-50 ImageNet weights
-    from the local torch hub cache) or the path of a ResNet-50 state_dict. Missing
+    from the local torch hub cache) or the path of a ResNet-50 state_dict, and for
+    ``swinunet`` the path of a SwinUnet state_dict. Missing or mismatched
     weights raise :class:`~genseg_bench.models.pretrained.WeightsError`.
     """
     if dims == 3:
+        _not_3d(backbone)
         if backbone not in BACKBONES_3D:
             raise unknown("3D backbone", backbone, list(BACKBONES_3D))
         _no_weights(backbone, encoder_weights)
@@ -170,6 +189,8 @@ def build_segmenter(
         return ClassicUNet(in_channels=in_channels, classes=1, width=CLASSIC_UNET_WIDTH)
     if backbone == "deeplabv3-resnet50":
         return build_deeplabv3_resnet50(in_channels, encoder_weights)
+    if backbone == "swinunet":
+        return build_swinunet(in_channels, encoder_weights, SWINUNET_DEFAULT)
     if backbone not in _smp_architectures():
         raise unknown("backbone", backbone, _backbones_2d())
     return _build_smp(backbone, in_channels, encoder, encoder_weights)
@@ -192,6 +213,7 @@ def describe_segmenter(
     norm = "imagenet" if encoder_weights is not None else "none"
     as_is = "channels as given"
     if dims == 3:
+        _not_3d(backbone)
         if backbone not in BACKBONES_3D:
             raise unknown("3D backbone", backbone, list(BACKBONES_3D))
         _no_weights(backbone, encoder_weights)
@@ -204,6 +226,13 @@ def describe_segmenter(
         arch = "torchvision deeplabv3_resnet50 (num_classes=1, aux_loss=False)"
         enc, source = "resnet50", describe_resnet50_weights(encoder_weights)
         inp = "1-channel images repeated to 3 channels"
+    elif backbone == "swinunet":
+        check_weights_name(encoder_weights)
+        arch = (
+            "Swin-Unet (Cao et al. 2021; genseg_bench implementation after HuCaoFighting/Swin-Unet): "
+            f"{SWINUNET_DEFAULT.describe()}, {parameter_count(SWINUNET_DEFAULT):,} parameters at 3 channels"
+        )
+        enc, source, norm, inp = "none", describe_swinunet_weights(encoder_weights), "none", as_is
     elif backbone in _smp_architectures():
         arch, enc = f"segmentation_models_pytorch {_smp_architectures()[backbone].__name__}", encoder
         if encoder_weights is None:
