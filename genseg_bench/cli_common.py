@@ -11,6 +11,8 @@ imports torch: ``--help``, ``tasks`` and ``report`` start without it.
 from __future__ import annotations
 
 import functools
+import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -23,8 +25,20 @@ from genseg_bench.data.store import default_store_root
 from genseg_bench.errors import GensegBenchError
 from genseg_bench.values import duplicates, parse_ints
 
-console = Console()
-err_console = Console(stderr=True)
+
+def _width(stream: Any) -> int | None:
+    """Rich's width: the terminal's, or ``COLUMNS``; else 160, not rich's 80.
+
+    Off a terminal (a log file, CI, ``| less``) rich lays tables out in 80 columns, which
+    wrapped the nine columns of ``run --dry-run`` into one word per line.
+    """
+    if os.environ.get("COLUMNS") or getattr(stream, "isatty", lambda: False)():
+        return None
+    return 160
+
+
+console = Console(width=_width(sys.stdout))
+err_console = Console(stderr=True, width=_width(sys.stderr))
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -435,6 +435,9 @@ def estimate_seconds(
     )
     if dims != entry_dims:
         note = (note + "; " if note else "") + f"{dims}D from a {entry_dims}D measurement: rough"
+    measured = entry.get("backbone")
+    if measured and getattr(method, "backbone", measured) != measured:
+        note = (note + "; " if note else "") + f"{method.backbone} costed as the measured {measured}"
     seconds = iterations * float(per_it[key]) * mult
     if (
         key == "separate" and "genseg_joint" in per_it

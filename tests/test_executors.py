@@ -267,6 +267,10 @@ def test_estimate_scales_by_pixels_batch_and_method() -> None:
         100 * 0.01 * 2 * 0.5
     )  # 2 forwards, half batch
     assert estimate_seconds(genseg, 100, 64, 2, 8, entry)[0] == pytest.approx(100 * 0.08)
+    assert estimate_seconds(unet, 100, 64, 2, 8, {**entry, "backbone": "unet"})[1] == ""
+    deeplab = MethodSpec(name="d", kind="supervised", backbone="deeplabv3plus", description="")
+    _, note = estimate_seconds(deeplab, 100, 64, 2, 8, {**entry, "backbone": "unet"})
+    assert note == "deeplabv3plus costed as the measured unet"  # a reader sees the estimate borrowed
 
 
 def test_remote_spec_mismatch_is_refused(catalog: Catalog, store: Store, tmp_path: Path) -> None:

@@ -125,10 +125,8 @@ KNOWN_SOURCES = {
 
 # Methods of the paper that genseg-bench does not implement: they may appear in
 # references (the paper's numbers), as the bare name or with a backbone suffix
-# ("wgan-deeplab"), but never in default_methods.
+# ("mcf-deeplab"), but never in default_methods.
 PAPER_ONLY_METHODS = (
-    "wgan",
-    "wgan-gp",
     "ctbct",
     "dct",
     "mcf",

@@ -185,10 +185,85 @@ class NnUNetConfig(MethodConfig):
     normalisation reads them). Sampling and sorting them costs seconds whatever the data size."""
 
 
+WGAN_DEFAULTS: dict[str, dict[str, float]] = {
+    "clip": {"clip": 0.01, "lr": 5e-5},
+    "gp": {"gp_lambda": 10.0, "lr": 1e-4},
+}
+"""Each penalty's paper settings: Arjovsky et al. 2017 (Algorithm 1: RMSprop, c = 0.01) and
+Gulrajani et al. 2017 (Algorithm 1: Adam with betas (0, 0.9), lambda = 10)."""
+
+
+class WGANConfig(AugmentRanges):
+    """Config of ``kind = "wgan"`` (see :mod:`genseg_bench.methods.wgan` for the staging).
+
+    ``penalty``: how the critic is kept 1-Lipschitz, ``"clip"`` (weight clipping to
+    [-``clip``, ``clip``], the original WGAN) or ``"gp"`` (gradient penalty of weight
+    ``gp_lambda``, WGAN-GP). ``clip`` / ``gp_lambda`` / ``lr`` left out take that
+    penalty's paper values (:data:`WGAN_DEFAULTS`); setting the other penalty's knob is
+    an error rather than a value silently ignored. ``n_critic``: critic steps per
+    generator step. ``gan_iterations``: generator steps of the GAN pre-training (None:
+    the profile's iteration budget, as GenSeg's Separate). ``samples``: generated pairs
+    drawn once from the trained generator; 0 trains on the real pairs alone.
+    ``augment``: geometric ops on the real batch (none by default, as Neff et al.).
+    """
+
+    penalty: Literal["clip", "gp"] = "clip"
+    n_critic: int = Field(5, ge=1)
+    clip: float | None = Field(None, gt=0.0)
+    gp_lambda: float | None = Field(None, ge=0.0)
+    lr: float | None = Field(None, gt=0.0)
+    """Learning rate of generator and critic; None: the penalty's paper value."""
+    gan_iterations: int | None = Field(None, ge=1)
+    noise_dim: int = Field(100, ge=1)
+    samples: int = Field(500, ge=0)
+    augment: list[AugOp] = []
+
+    _augment_distinct = field_validator("augment")(_distinct)
+
+    @model_validator(mode="after")
+    def _one_penalty(self) -> WGANConfig:
+        if self.penalty == "gp" and self.clip is not None:
+            raise ValueError("clip is the weight-clipping bound of penalty = 'clip'; remove it for 'gp'")
+        if self.penalty == "clip" and self.gp_lambda is not None:
+            raise ValueError("gp_lambda weighs the gradient penalty of penalty = 'gp'; remove it for 'clip'")
+        return self
+
+    @property
+    def clip_value(self) -> float | None:
+        """The clipping bound c in effect (None under the gradient penalty)."""
+        if self.penalty != "clip":
+            return None
+        return self.clip if self.clip is not None else WGAN_DEFAULTS["clip"]["clip"]
+
+    @property
+    def penalty_weight(self) -> float | None:
+        """The gradient-penalty weight lambda in effect (None under clipping)."""
+        if self.penalty != "gp":
+            return None
+        return self.gp_lambda if self.gp_lambda is not None else WGAN_DEFAULTS["gp"]["gp_lambda"]
+
+    @property
+    def gan_lr(self) -> float:
+        return self.lr if self.lr is not None else WGAN_DEFAULTS[self.penalty]["lr"]
+
+    def augment_config(self) -> AugmentConfig:
+        return self.augmentation(list(self.augment))
+
+    def resolved(self) -> dict[str, Any]:
+        """As the base, with ``clip``, ``gp_lambda`` and ``lr`` as they take effect."""
+        return {
+            **super().resolved(),
+            "clip": self.clip_value,
+            "gp_lambda": self.penalty_weight,
+            "lr": self.gan_lr,
+        }
+
+
 BUILTIN_CONFIGS: dict[str, type[MethodConfig]] = {
     "nnunet": NnUNetConfig,
     "supervised": SupervisedConfig,
     "genseg": GenSegConfig,
+    "wgan": WGANConfig,
 }
 """The config model of each built-in kind (``genseg_bench.methods.registry.BUILTIN_KINDS``)."""
 

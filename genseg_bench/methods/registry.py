@@ -29,6 +29,7 @@ BUILTIN_KINDS: dict[str, str] = {
     "nnunet": "genseg_bench.methods.nnunet:NnUNetMethod",
     "supervised": "genseg_bench.methods.supervised:SupervisedMethod",
     "genseg": "genseg_bench.methods.genseg:GenSegMethod",
+    "wgan": "genseg_bench.methods.wgan:WGANMethod",
 }
 
 
