@@ -31,9 +31,9 @@ import torch
 from genseg_bench.catalog import Catalog
 from genseg_bench.claims import DEFAULT_HEARTBEAT_S, DEFAULT_TIMEOUT_S, Claim, claim_path
 from genseg_bench.data.sources import get_source, is_synthetic
-from genseg_bench.data.splits import Split, load_or_make_split
+from genseg_bench.data.splits import Split, Subset, load_or_make_split, unlabelled_pool
 from genseg_bench.data.store import PreparedSet, Store, to_tensors
-from genseg_bench.errors import DataError, GensegBenchError
+from genseg_bench.errors import DataError, GensegBenchError, SpecError
 from genseg_bench.methods.base import FitContext, SegData
 from genseg_bench.methods.registry import build_method
 from genseg_bench.metrics import binarise, dice_per_case, jaccard_per_case
@@ -46,7 +46,16 @@ from genseg_bench.results import (
     set_aside_unreadable,
     write_result,
 )
-from genseg_bench.specs import MethodSpec, Profile, RunResult, RunSpec, TaskSpec, TestSetResult, stable_hash
+from genseg_bench.specs import (
+    MethodSpec,
+    Profile,
+    RunResult,
+    RunSpec,
+    TaskSpec,
+    TestSetResult,
+    UnlabelledRecord,
+    stable_hash,
+)
 from genseg_bench.values import (
     DEVICE_CHOICES,
     MAX_SEED,
@@ -280,6 +289,46 @@ def expand_grid(
     ]
 
 
+def draw_unlabelled(task: TaskSpec, data: TaskData, subset: Subset) -> UnlabelledRecord | None:
+    """The unlabelled pool of one run (:func:`~genseg_bench.data.splits.unlabelled_pool`); None without one.
+
+    From the training source: its labelled pool (the split's non-test part) minus the
+    run's n labelled cases, so never a validation or test image. From another source:
+    all its cases (the task spec rejects a source that a test set reads). The split and
+    the subset are inputs, never outputs: the pool cannot change which cases are labelled.
+    """
+    spec = task.unlabelled
+    if spec is None:
+        return None
+    if spec.source == task.train_source:
+        candidates = data.split.pool
+        exclude = {*subset.train, *subset.val, *data.split.test}
+    else:
+        candidates, exclude = data.prepared[spec.source].case_ids, set()
+    ids = unlabelled_pool(candidates, exclude, spec.size, task.split_seed, spec.source)
+    return UnlabelledRecord(source=spec.source, requested=spec.size, size=len(ids), case_ids=ids)
+
+
+def check_unlabelled(task: TaskSpec, methods: Sequence[MethodSpec]) -> None:
+    """A semi-supervised method (its config model says ``needs_unlabelled``) needs a task with a pool.
+
+    Checked before any data is read, so a grid fails in a second instead of recording
+    a failed run per cell; each method's ``fit`` checks again for library callers.
+    """
+    from genseg_bench.methods.registry import config_model
+
+    if task.unlabelled is not None:
+        return
+    needy = [m.name for m in methods if getattr(config_model(m.kind), "needs_unlabelled", False)]
+    if needy:
+        raise SpecError(
+            f"method(s) {', '.join(needy)} are semi-supervised and need an unlabelled pool, but task "
+            f"{task.id!r} has none. Run them on a semi-supervised task (one with an `unlabelled` key, "
+            "e.g. semisup-cvc-clinicdb or synthetic-semi), or give this task "
+            '`unlabelled = { source = "<its train source>", size = 1000 }`.'
+        )
+
+
 def _seg_data(p: PreparedSet, ids: list[str], size: int, channels: int, device: torch.device) -> SegData:
     images, masks = to_tensors(p, p.index(ids), size, channels, device)
     return SegData(images=images, masks=masks, case_ids=list(ids))
@@ -328,12 +377,14 @@ def run_job(
     subset = data.split.subset(
         spec.train_size, task.train_source, spec.seed if spec.subset == "resampled" else None
     )
+    pool = draw_unlabelled(task, data, subset)
     base = dict(
         run_id=spec.run_id,
         spec=spec,
         metric=task.metric,
         train_cases=subset.train,
         val_cases=subset.val,
+        unlabelled=pool,
         device=str(device),
         versions=package_versions(),
         git_commit=git_commit(),
@@ -347,18 +398,24 @@ def run_job(
         src = data.train_source()
         train = _seg_data(src, subset.train, size, task.channels, device)
         val = _seg_data(src, subset.val, size, task.channels, device)
+        unlabelled = None
+        if pool is not None and pool.case_ids:
+            unlabelled = _seg_data(
+                data.prepared[pool.source], pool.case_ids, size, task.channels, device
+            ).images
         out_dir = Path(results_dir) / task.id / "artifacts" / spec.run_id
         ctx = FitContext(
             device=device,
             seed=spec.seed,
             profile=profile,
             out_dir=out_dir,
+            unlabelled=unlabelled,
             progress=reporter.run_progress,
             metric=task.metric,
         )
         method = build_method(method_spec)
         fit = method.fit(train, val, ctx)
-        del train, val
+        del train, val, unlabelled
         scores: dict[str, TestSetResult] = {}
         for ts in task.test_sets:
             p = data.prepared[ts.source]
@@ -568,6 +625,7 @@ def plan_grid(
     methods = [catalog.method(m) for m in (method_names or task.default_methods)]
     sizes = list(sizes or task.train_sizes)
     check_grid_values(sizes, seeds, profile)
+    check_unlabelled(task, methods)
     check_model_input(task, methods, run_image_size(task, profile))
     run_size = run_image_size(task, profile)
     data = load_task_data(task, store, run_size)

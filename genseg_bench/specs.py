@@ -93,6 +93,21 @@ class ValidationRule(Strict):
     max_cases: int | None = None
 
 
+class UnlabelledPool(Strict):
+    """Where a semi-supervised task's unlabelled images come from, and how many a run gets.
+
+    ``source`` is the task's training source (its cases outside the run's labelled n
+    and outside the held-out test part: never a validation or test image) or another
+    data set that no test set of the task reads (all of its cases). ``size`` is the
+    pool asked for; a run gets ``min(size, cases available)`` and records both. The
+    cap of 1,000 is the paper's pool (App. C): the pool is held on the device as
+    float tensors, 0.8 GB at 256 px.
+    """
+
+    source: str
+    size: int = Field(1000, ge=1, le=1000)
+
+
 class TaskSpec(Strict):
     """One experiment of the paper (or an open-data / synthetic task).
 
@@ -123,7 +138,7 @@ class TaskSpec(Strict):
     methods a grid runs by default (a run's own size and method are in its id)."""
     DESCRIPTIVE_TEST_SET: ClassVar[frozenset[str]] = frozenset({"domain"})
     """Test-set fields left out of the identity (``domain`` only labels a set in or out of domain)."""
-    ADDED_AFTER_LEGACY: ClassVar[frozenset[str]] = frozenset({"version"})
+    ADDED_AFTER_LEGACY: ClassVar[frozenset[str]] = frozenset({"version", "unlabelled"})
     """Fields that did not exist when task hashes covered the whole spec (see :func:`legacy_task_hash`)."""
 
     id: str
@@ -155,6 +170,12 @@ class TaskSpec(Strict):
     figure: str = ""
     open_data: bool = False
     synthetic: bool = False
+    unlabelled: UnlabelledPool | None = None
+    """The unlabelled pool of a semi-supervised task (:class:`UnlabelledPool`); None: the task has none.
+
+    In the identity when set (the pool changes what a semi-supervised method learns);
+    left out when None, so tasks without a pool keep the run ids they had before the
+    field existed."""
 
     @field_validator("high_data_size")
     @classmethod
@@ -189,24 +210,44 @@ class TaskSpec(Strict):
             raise ValueError(f"data sets {sorted(missing)} are used but have no citation/licence entry")
         if any(t.split == "test" for t in self.test_sets) and self.test_fraction <= 0:
             raise ValueError("a test set with split='test' needs test_fraction > 0")
+        if self.unlabelled is not None:
+            pool = self.unlabelled.source
+            tested = sorted(
+                {t.name for t in self.test_sets if t.source == pool and pool != self.train_source}
+            )
+            if tested:
+                raise ValueError(
+                    f"unlabelled.source {pool!r} is evaluated by test set(s) {tested}: the unlabelled pool "
+                    "never holds a test image. Use the training source or a data set no test set reads."
+                )
+            if pool not in cited:
+                raise ValueError(f"unlabelled.source {pool!r} has no citation/licence entry in datasets")
         return self
 
     def identity(self) -> dict[str, Any]:
-        """The result-changing fields: data, splits, test sets, metric, image size, channels, version."""
-        return self.model_dump(
+        """The result-changing fields: data, splits, test sets, metric, image size, channels, version.
+
+        ``unlabelled`` only when the task has a pool (see the field).
+        """
+        out = self.model_dump(
             exclude={
                 **dict.fromkeys(self.DESCRIPTIVE, True),
                 "test_sets": {"__all__": set(self.DESCRIPTIVE_TEST_SET)},
             }
         )
+        if out.get("unlabelled") is None:
+            out.pop("unlabelled", None)
+        return out
 
     @property
     def sources(self) -> list[str]:
-        """Every data set the task reads, training source first."""
+        """Every data set the task reads, training source first (the unlabelled pool's source included)."""
         out = [self.train_source]
         for t in self.test_sets:
             if t.source not in out:
                 out.append(t.source)
+        if self.unlabelled is not None and self.unlabelled.source not in out:
+            out.append(self.unlabelled.source)
         return out
 
 
@@ -351,6 +392,27 @@ class TestSetResult(Strict):
     mean_jaccard: float
 
 
+class UnlabelledRecord(Strict):
+    """The unlabelled pool of one run, as drawn: its source, the size asked for and the cases, in order.
+
+    ``case_ids`` are disjoint from the run's train, validation and test cases.
+    """
+
+    source: str
+    requested: int
+    size: int
+    """The pool drawn: ``len(case_ids)``, at most ``requested`` (fewer when the source has fewer cases left)."""
+    case_ids: list[str]
+
+    @model_validator(mode="after")
+    def _size_is_the_count(self) -> UnlabelledRecord:
+        if self.size != len(self.case_ids) or self.size > self.requested:
+            raise ValueError(
+                f"unlabelled pool of size {self.size} lists {len(self.case_ids)} cases (asked for {self.requested})"
+            )
+        return self
+
+
 class RunResult(Strict):
     """One JSON file per run. ``schema_version`` guards against misreading old files."""
 
@@ -367,6 +429,8 @@ class RunResult(Strict):
     train_cases: list[str] = []
     val_cases: list[str] = []
     """Train and validation cases of the run: together they are the n labelled cases (``spec.train_size``)."""
+    unlabelled: UnlabelledRecord | None = None
+    """The unlabelled pool the method was given (``FitContext.unlabelled``); None when the task has none."""
     budget: dict[str, Any] = {}
     """What the segmenter was given: ``updates`` (optimiser steps), ``images_seen`` (images it processed
     in training forwards: real, augmented and generated), ``real_per_update`` and ``generated_per_update``."""

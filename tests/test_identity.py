@@ -18,7 +18,7 @@ from genseg_bench.methods.config import AugmentRanges, GenSegConfig
 from genseg_bench.profiles import get_profile
 from genseg_bench.results import iter_results
 from genseg_bench.runner import TaskData, expand_grid
-from genseg_bench.specs import MethodSpec, Reference, TaskSpec, legacy_task_hash, stable_hash
+from genseg_bench.specs import MethodSpec, Reference, TaskSpec, UnlabelledPool, legacy_task_hash, stable_hash
 
 REPO = Path(__file__).resolve().parents[1]
 PUBLISHED = REPO / "docs" / "reproduction" / "results"
@@ -134,6 +134,7 @@ def test_every_task_field_is_classified() -> None:
         "channels",
         "split_seed",
         "split_group",
+        "unlabelled",
     }
     assert identity | TaskSpec.DESCRIPTIVE == set(TaskSpec.model_fields)
     assert not identity & TaskSpec.DESCRIPTIVE
@@ -152,8 +153,11 @@ def test_every_task_field_is_classified() -> None:
             "datasets": [{"source": "synthetic-a", "citation": "c", "licence": "l"}],
         }
     )
-    assert set(task.identity()) == identity
+    # a task without an unlabelled pool hashes as before the field existed; one with a pool hashes it
+    assert set(task.identity()) == identity - {"unlabelled"}
     assert set(task.identity()["test_sets"][0]) == {"name", "source", "split"}
+    pooled = task.model_copy(update={"unlabelled": UnlabelledPool(source="synthetic-a", size=8)})
+    assert set(pooled.identity()) == identity and stable_hash(pooled) != stable_hash(task)
 
 
 def test_published_results_still_load_and_report_as_the_current_version(catalog: Catalog) -> None:

@@ -127,9 +127,6 @@ KNOWN_SOURCES = {
 # references (the paper's numbers), as the bare name or with a backbone suffix
 # ("mcf-deeplab"), but never in default_methods.
 PAPER_ONLY_METHODS = (
-    "ctbct",
-    "dct",
-    "mcf",
     "nnunet",
     "bbdm",
     "soft-intro-vae",

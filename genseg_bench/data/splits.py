@@ -106,6 +106,22 @@ class Split:
         return Subset(train=train, val=[c for c in ids if c in val_set])
 
 
+def unlabelled_pool(candidates: list[str], exclude: set[str], size: int, seed: int, source: str) -> list[str]:
+    """The unlabelled pool of a run: up to ``size`` of ``candidates`` outside ``exclude``, in a keyed-hash order.
+
+    A pure function (SHA-256 keyed by the split seed and the source, no RNG), so
+    every machine draws the same pool. The runner passes the training source's
+    labelled pool (:attr:`Split.pool`, which never holds a test case) as
+    ``candidates`` and the run's n labelled cases (train and validation) as
+    ``exclude``: the pool never holds a validation or test image, and drawing it
+    never changes which cases are labelled. The order does not depend on n or on
+    the training seed: runs that label more cases draw from the same ordering,
+    without their labelled ones.
+    """
+    eligible = [c for c in candidates if c not in exclude]
+    return sorted(eligible, key=lambda c: _h(seed, "unlabelled", source, c))[:size]
+
+
 def _group_of(case_id: str, pattern: re.Pattern[str] | None) -> str:
     if pattern is None:
         return case_id

@@ -63,6 +63,8 @@ class FitContext:
     profile: Profile
     out_dir: Path
     unlabelled: torch.Tensor | None = None
+    """The task's unlabelled pool (``N x C x ...`` images in [0, 1] on the device) for semi-supervised
+    methods; None when the task has none. Never a validation or test image (the runner draws it)."""
     progress: ProgressFn = _no_progress
     metric: str = "dice"
     """The task metric (``dice`` or ``jaccard``): validation, scheduler and checkpoint use it."""

@@ -16,7 +16,7 @@ so what is validated is what runs.
 from __future__ import annotations
 
 import difflib
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -259,11 +259,142 @@ class WGANConfig(AugmentRanges):
         }
 
 
+def _known_backbone(name: str) -> str:
+    """A second network's backbone must be one the segmenter factory builds (checked when the catalog loads).
+
+    Imported here, not at the top: the leaderboard's copy of this module has no
+    backbone table (and no segmentation_models_pytorch), and it only reads configs.
+    """
+    try:
+        from genseg_bench.models.backbones import check_backbone
+    except ImportError:  # the leaderboard's copy
+        return name
+    try:
+        check_backbone(name)
+    except SpecError as exc:
+        raise ValueError(str(exc)) from None
+    return name
+
+
+class SemiSupervisedConfig(AugmentRanges):
+    """What the semi-supervised kinds share (:mod:`genseg_bench.methods.semi`).
+
+    ``augment``: geometric ops on the labelled pairs and the unlabelled images (none by
+    default, as the Vanilla baseline). ``unlabelled_batch``: unlabelled images per
+    update (None: the profile's batch size, the 1:1 labelled:unlabelled batches of the
+    reference code). ``consistency``: the maximum weight of the unlabelled term, reached
+    through the sigmoid ramp-up ``exp(-5 (1 - t)^2)`` after ``rampup`` of the iteration
+    budget (1.0: at the end, as the reference code's ramp over its whole schedule).
+    ``predict``: what is validated, checkpointed and tested: the first network (the
+    spec's ``backbone``) or the mean of both networks' probabilities.
+    """
+
+    needs_unlabelled: ClassVar[bool] = True
+    """The runner refuses a task without an unlabelled pool before any data is read."""
+
+    augment: list[AugOp] = []
+    unlabelled_batch: int | None = Field(None, ge=1)
+    consistency: float = Field(0.1, ge=0.0)
+    rampup: float = Field(1.0, ge=0.0, le=1.0)
+    predict: Literal["first", "mean"] = "first"
+
+    _augment_distinct = field_validator("augment")(_distinct)
+
+    def augment_config(self) -> AugmentConfig:
+        return self.augmentation(list(self.augment))
+
+
+class DCTConfig(SemiSupervisedConfig):
+    """Config of ``kind = "dct"`` (deep co-training). Defaults: Peng et al.'s trainer (Qiao et al.'s weights).
+
+    ``consistency``: weight of the co-training (Jensen-Shannon) term; ``view_difference``
+    adds the adversarial view-difference term of weight ``dif_weight`` with FGSM steps of
+    ``adv_eps`` (intensities in [0, 1]); both weights ramp up over ``rampup``.
+    """
+
+    consistency: float = Field(10.0, ge=0.0)
+    rampup: float = Field(0.8, ge=0.0, le=1.0)
+    view_difference: bool = True
+    dif_weight: float = Field(0.5, ge=0.0)
+    adv_eps: float = Field(0.05, gt=0.0, le=1.0)
+
+
+class MCFConfig(SemiSupervisedConfig):
+    """Config of ``kind = "mcf"`` (mutual correction framework). Defaults: MCF's public code.
+
+    ``second_backbone`` / ``second_encoder``: the second, differently structured subnet.
+    ``temperature``: sharpening of the better subnet's pseudo-labels; ``cdr_weight``:
+    weight of the contrastive difference review on the labelled pixels where the two
+    subnets disagree. ``predict`` defaults to the mean of both (as MCF's test code).
+    """
+
+    second_backbone: str = "deeplabv3plus"
+    second_encoder: str = "resnet18"
+    temperature: float = Field(0.1, gt=0.0, le=1.0)
+    cdr_weight: float = Field(0.5, ge=0.0)
+    predict: Literal["first", "mean"] = "mean"
+
+    _second_known = field_validator("second_backbone")(_known_backbone)
+
+
+class CTBCTConfig(SemiSupervisedConfig):
+    """Config of ``kind = "ctbct"`` (cross teaching between CNN and Transformer). Defaults: SSL4MIS.
+
+    ``branch_backbone``: the transformer branch, the suite's Swin-Unet by default as in
+    the paper (``branch_encoder`` applies to an smp branch only; Swin-Unet has none).
+    The spec's ``backbone`` is the CNN, the network that is validated and tested, as
+    SSL4MIS evaluates its CNN.
+    """
+
+    branch_backbone: str = "swinunet"
+    branch_encoder: str = "resnet18"
+
+    _branch_known = field_validator("branch_backbone")(_known_backbone)
+
+
+class NnUNetConfig(MethodConfig):
+    """Config of ``kind = "nnunet"``: the real nnU-Net v2 under the profile's budget (:mod:`genseg_bench.methods.nnunet`).
+
+    nnU-Net configures itself (plans: patch size, batch size, topology, normalisation);
+    these keys only set what the suite must control for a fair comparison (the budget,
+    the checkpoint rule) and nnU-Net's own switches. Defaults are nnU-Net's, except where
+    the suite's rules need another value (each key says which).
+    """
+
+    planner: Literal["default", "resenc-m", "resenc-l", "resenc-xl"] = "default"
+    """``default``: nnU-Net's original planner (``ExperimentPlanner``, plans ``nnUNetPlans``, PlainConvUNet);
+    ``resenc-*``: its residual-encoder presets (``nnUNetPlannerResEncM/L/XL``)."""
+    iterations_per_epoch: int | None = Field(None, ge=1)
+    """Training iterations per nnU-Net epoch (nnU-Net: 250); None: the profile's ``eval_every``, so the
+    suite validates once per epoch. Epochs = ceil(profile iterations / iterations per epoch)."""
+    val_iterations_per_epoch: int = Field(10, ge=1)
+    """Patch batches of nnU-Net's own per-epoch pseudo-Dice (nnU-Net: 50; it only feeds its log and EMA)."""
+    batch_size: int | None = Field(None, ge=1)
+    """None: the batch size nnU-Net plans; a number overrides the plans (then recorded as overridden)."""
+    checkpoint: Literal["suite", "final"] = "suite"
+    """``suite``: the suite's rule (best validation score on the task metric, full-image predictions by
+    nnU-Net's predictor, every validation interval); ``final``: nnU-Net's default, the last epoch."""
+    mirroring: bool = True
+    """Test-time mirroring over nnU-Net's allowed axes (nnU-Net's default)."""
+    tile_step_size: float = Field(0.5, gt=0.0, le=1.0)
+    """Sliding-window step as a fraction of the patch (nnU-Net's default 0.5)."""
+    augmentation_workers: int | None = Field(None, ge=0)
+    """``nnUNet_n_proc_DA``: None is 0 (in-process augmentation) on the CPU, nnU-Net's own choice on CUDA."""
+    compile: bool = True
+    """torch.compile of the network on CUDA (nnU-Net's default; nnU-Net never compiles on the CPU)."""
+    fingerprint_foreground_voxels: int = Field(10**8, ge=1000)
+    """Foreground voxels the fingerprint samples for its intensity statistics (nnU-Net's 10e7; only CT
+    normalisation reads them). Sampling and sorting them costs seconds whatever the data size."""
+
+
 BUILTIN_CONFIGS: dict[str, type[MethodConfig]] = {
     "nnunet": NnUNetConfig,
     "supervised": SupervisedConfig,
     "genseg": GenSegConfig,
     "wgan": WGANConfig,
+    "dct": DCTConfig,
+    "mcf": MCFConfig,
+    "ctbct": CTBCTConfig,
 }
 """The config model of each built-in kind (``genseg_bench.methods.registry.BUILTIN_KINDS``)."""
 

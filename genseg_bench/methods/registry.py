@@ -30,6 +30,9 @@ BUILTIN_KINDS: dict[str, str] = {
     "supervised": "genseg_bench.methods.supervised:SupervisedMethod",
     "genseg": "genseg_bench.methods.genseg:GenSegMethod",
     "wgan": "genseg_bench.methods.wgan:WGANMethod",
+    "dct": "genseg_bench.methods.semi:DCTMethod",
+    "mcf": "genseg_bench.methods.semi:MCFMethod",
+    "ctbct": "genseg_bench.methods.semi:CTBCTMethod",
 }
 
 

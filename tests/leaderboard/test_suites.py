@@ -115,7 +115,7 @@ def test_run_suite_uses_the_suite_profile_unless_one_is_given(
     base = ["run", "--suite", "synthetic", "--methods", "unet", "--results", str(tmp_path), "--device", "cpu"]
     res = runner.invoke(app, base)
     assert res.exit_code == 0, res.output
-    assert [c["task"] for c in calls] == ["synthetic", "synthetic-genseg", "synthetic-ood"]
+    assert [c["task"] for c in calls] == ["synthetic", "synthetic-genseg", "synthetic-ood", "synthetic-semi"]
     assert {c["profile"] for c in calls} == {"quick"} and calls[0]["sizes"] == [8, 16, 32, 64]
     calls.clear()
     res = runner.invoke(app, [*base, "--profile", "smoke", "--sizes", "8", "--seeds", "0"])
