@@ -299,6 +299,8 @@ def run_flags(r: RunResult) -> list[str]:
       ``plateau_min_lr_factor``, now keeps it at 1e-2 or above, so this marks runs made without it).
     * ``best val = empty prediction``: the best validation score is what predicting
       nothing scores, so the selected checkpoint learned nothing.
+    * ``best at the last validation``: the score was still rising when the budget ended, so
+      the run may be undertrained at this budget (a longer one could change the ranking).
     """
     flags = []
     traj = r.trajectory
@@ -311,6 +313,9 @@ def run_flags(r: RunResult) -> list[str]:
     empty = r.extras.get("empty_val_score")
     if empty is not None and r.best_val_score is not None and r.best_val_score <= float(empty) + 1e-9:
         flags.append("best val = empty prediction")
+    # the checkpoint rule keeps the first of equal scores, so a best at the last validation rose there
+    if len(its) > 1 and r.best_iteration == its[-1]:
+        flags.append("best at the last validation")
     if unchanged_by_plateau_rules(r):
         flags.append("recorded before the plateau rules; replayed: same lr schedule under them")
     return flags

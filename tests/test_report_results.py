@@ -201,3 +201,19 @@ def test_resampled_runs_are_a_separate_row(catalog: Catalog) -> None:
     assert resampled.run_id != fixed.run_id and "__s0r__" in resampled.run_id
     rows = [r for r in rep.aggregate(task, [fixed, resampled]) if r.test_set == ts]
     assert sorted(r.method for r in rows) == ["unet", "unet [resampled]"]
+
+
+def test_report_flags_a_run_still_improving_when_its_budget_ended(catalog: Catalog) -> None:
+    task = catalog.task("synthetic-ood")
+    base = _with_training(
+        make_result(task, "unet", 0, 5, {task.test_sets[0].name: 0.5}), [1e-3] * 4, best=0.6, empty=0.1
+    )
+    its = base.trajectory["iteration"]
+
+    def ran(vals: list[float], best_it: int) -> RunResult:
+        traj = {**base.trajectory, "val_score": vals}
+        return base.model_copy(update={"trajectory": traj, "best_iteration": best_it})
+
+    assert rep.run_flags(ran([0.2, 0.3, 0.4, 0.6], its[-1])) == ["best at the last validation"]
+    assert rep.run_flags(ran([0.2, 0.6, 0.4, 0.5], its[1])) == []  # peaked, then fell: budget enough
+    assert rep.run_flags(ran([0.2, 0.6, 0.6, 0.6], its[1])) == []  # a plateau keeps its first best
