@@ -316,7 +316,8 @@ def build(
         "*Images seen*: images the segmenter processed in training forwards (real, augmented and "
         "generated), so a gain of generation can be told from a gain of batch size. "
         "Flags: `lr collapsed early` (segmenter lr below 1e-3 of its start within the first half "
-        "of the budget), `best val = empty prediction` (the selected checkpoint predicts nothing).",
+        "of the budget), `best val = empty prediction` (the selected checkpoint predicts nothing), "
+        "`best at the last validation` (still improving when the budget ended: may be undertrained).",
         "",
     ]
     if preamble:
