@@ -21,6 +21,17 @@ kernels); GenSeg's steps run under the trainer's ``conv_backend`` (oneDNN off
 for 3D on the CPU, see ``genseg_bench.models.generator``), so on the CPU the 3D
 ratio includes the cost of the native 3D kernels.
 
+``--generator NAME`` (repeatable) times GenSeg with each named mask-to-image
+generator (``pix2pix``, the default, ``spade``, ``asapnet``; see
+``genseg_bench.models.generators``) against the same supervised step, all in one
+process and interleaved, so the ratios of different generators compare:
+
+    python benchmarks/genseg_speed.py --image-size 64 --generator pix2pix --generator spade --generator asapnet
+
+The lines of a generator other than Pix2Pix carry its name in brackets
+(``GenSeg end-to-end step [spade]``); ``--table`` records Pix2Pix's lines only
+(the dry run's estimates are for the paper's generator).
+
 On a CPU shared with other jobs, pass ``--threads 1``: oversubscribed OpenMP
 threads slow the double backward far more than the plain step (on the 2-core
 development machine under load, 2 threads gave 22x where 1 thread gave 6.5x).
@@ -51,7 +62,8 @@ from genseg_bench.methods.base import FitContext, SegData
 from genseg_bench.methods.genseg import GenSegBatch, GenSegConfig, GenSegTrainer
 from genseg_bench.methods.training import autocast, make_seg_optimizer, prepare_model, sample_batch, seg_loss
 from genseg_bench.models.discriminator import PatchDiscriminator
-from genseg_bench.models.generator import SearchableGenerator, conv_backend
+from genseg_bench.models.generator import conv_backend
+from genseg_bench.models.generators import GENERATORS, build_generator
 from genseg_bench.models.segmenters import build_segmenter
 from genseg_bench.profiles import get_profile
 from genseg_bench.runner import resolve_device
@@ -114,6 +126,13 @@ def main() -> None:
     ap.add_argument(
         "--dims", type=int, choices=[2, 3], default=2, help="3: 1-channel size^3 volumes, 3D UNet and 3D GAN"
     )
+    ap.add_argument(
+        "--generator",
+        action="append",
+        choices=sorted(GENERATORS),
+        default=None,
+        help="the mask-to-image generator; repeat it to time several in one process (default: pix2pix)",
+    )
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     ap.add_argument(
         "--lookahead",
@@ -129,6 +148,7 @@ def main() -> None:
         "`genseg-bench run --dry-run` estimates device time from); replaces the entry of the same device",
     )
     args = ap.parse_args()
+    generators: list[str] = list(dict.fromkeys(args.generator or ["pix2pix"]))
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
@@ -163,19 +183,26 @@ def main() -> None:
         loss.backward()
         sup_opt.step()
 
+    def build_gen(name: str, cells: str = "learnable") -> torch.nn.Module:
+        return build_generator(
+            name,
+            channels,
+            spatial,
+            width=profile.gen_width,
+            cells=cells,  # type: ignore[arg-type]
+            dims=dims,
+            dropout=GenSegConfig(generator=name).generator_dropout,  # type: ignore[arg-type]
+        )
+
     def trainer(config: dict[str, object]) -> GenSegTrainer:
         cfg = GenSegConfig.model_validate(config)
         seg = prepare_model(build_segmenter(args.backbone, channels, dims), ctx, dims)
-        gen = SearchableGenerator(channels, spatial, width=profile.gen_width, mode=cfg.cells, dims=dims)
+        gen = build_gen(cfg.generator, cfg.cells)
         disc = PatchDiscriminator(channels, spatial, width=profile.gen_width, dims=dims)
         gen, disc = prepare_model(gen, ctx, dims), prepare_model(disc, ctx, dims)  # type: ignore[assignment]
         return GenSegTrainer(cfg, gen, disc, seg, profile, amp=amp)  # type: ignore[arg-type]
 
-    # no architecture warm-up: every timed end-to-end step runs the A level
-    e2e = trainer({"lookahead": args.lookahead, "arch_warmup": 0})
-    joint, separate = trainer({"end_to_end": False}), trainer({"separate": True})
     aug = GenSegConfig().augment_config()
-    timer = PhaseTimer(device)
 
     def batch(with_val: bool) -> GenSegBatch:
         images, masks = sample_batch(data, bs, rng)
@@ -184,25 +211,6 @@ def main() -> None:
             return GenSegBatch(masks, images, aug_masks)
         vi, vm = sample_batch(val, bs, rng)
         return GenSegBatch(masks, images, aug_masks, vi, vm)
-
-    def e2e_step() -> None:
-        b = batch(True)
-        timer.start()
-        e2e.end_to_end_step(b, timer)
-
-    def joint_step() -> None:
-        b = batch(False)
-        joint.gan_step(b.masks, b.images)
-        joint.segmenter_step(b.masks, b.images, b.aug_masks)
-
-    def separate_step() -> None:
-        b = batch(False)
-        separate.segmenter_step(b.masks, b.images, b.aug_masks)
-
-    g_only = SearchableGenerator(channels, spatial, width=profile.gen_width, dims=dims).to(device)
-    g_single = SearchableGenerator(channels, spatial, width=profile.gen_width, mode="single", dims=dims).to(
-        device
-    )
 
     def fwd_bwd(model: torch.nn.Module, x: torch.Tensor, backend: bool = False) -> Callable[[], None]:
         """Forward + backward of one model; ``backend``: under the trainer's conv_backend, as GenSeg runs G."""
@@ -216,15 +224,44 @@ def main() -> None:
         return run
 
     masks_b = data.masks[:bs]
-    steps: dict[str, Callable[[], None]] = {
-        "supervised UNet step": supervised_step,
-        "GenSeg end-to-end step": e2e_step,
-        "GenSeg joint step (no A level)": joint_step,
-        "Separate segmenter step": separate_step,
-        "G fwd+bwd (3-branch cells)": fwd_bwd(g_only, masks_b, backend=True),
-        "G fwd+bwd (single branch)": fwd_bwd(g_single, masks_b, backend=True),
-        "S fwd+bwd": fwd_bwd(sup, data.images[:bs]),
-    }
+    steps: dict[str, Callable[[], None]] = {"supervised UNet step": supervised_step}
+    timers: dict[str, PhaseTimer] = {}
+    for name in generators:
+        tag = "" if name == "pix2pix" else f" [{name}]"
+        # no architecture warm-up: every timed end-to-end step runs the A level
+        e2e = trainer({"generator": name, "lookahead": args.lookahead, "arch_warmup": 0})
+        joint = trainer({"generator": name, "end_to_end": False})
+        separate = trainer({"generator": name, "separate": True})
+        timer = timers[name] = PhaseTimer(device)
+
+        def e2e_step(e2e: GenSegTrainer = e2e, timer: PhaseTimer = timer) -> None:
+            b = batch(True)
+            timer.start()
+            e2e.end_to_end_step(b, timer)
+
+        def joint_step(joint: GenSegTrainer = joint) -> None:
+            b = batch(False)
+            joint.gan_step(b.masks, b.images)
+            joint.segmenter_step(b.masks, b.images, b.aug_masks)
+
+        def separate_step(separate: GenSegTrainer = separate) -> None:
+            b = batch(False)
+            separate.segmenter_step(b.masks, b.images, b.aug_masks)
+
+        steps.update(
+            {
+                f"GenSeg end-to-end step{tag}": e2e_step,
+                f"GenSeg joint step (no A level){tag}": joint_step,
+                f"Separate segmenter step{tag}": separate_step,
+                f"G fwd+bwd (3-branch cells){tag}": fwd_bwd(
+                    build_gen(name).to(device), masks_b, backend=True
+                ),
+                f"G fwd+bwd (single branch){tag}": fwd_bwd(
+                    build_gen(name, "single").to(device), masks_b, backend=True
+                ),
+            }
+        )
+    steps["S fwd+bwd"] = fwd_bwd(sup, data.images[:bs])
     times: dict[str, list[float]] = defaultdict(list)
     for rep in range(args.warmup + args.repeats):
         for name, fn in steps.items():
@@ -235,7 +272,8 @@ def main() -> None:
             if rep >= args.warmup:
                 times[name].append(time.perf_counter() - t0)
         if rep == args.warmup - 1:
-            timer.times.clear()
+            for timer in timers.values():
+                timer.times.clear()
 
     med = {k: statistics.median(v) for k, v in times.items()}
     dev = (
@@ -246,20 +284,25 @@ def main() -> None:
     print(
         f"device: {dev}; {'image' if dims == 2 else 'volume'} {'x'.join([str(size)] * dims)}, batch {bs}, profile {profile.name}, "
         f"generator width {profile.gen_width}, backbone {args.backbone}, AMP {amp_on}, "
-        f"lookahead {args.lookahead}, "
+        f"lookahead {args.lookahead}, generators {', '.join(generators)}, "
         f"median of {args.repeats} (after {args.warmup} warm-up)"
     )
     base = med["supervised UNet step"]
     for name, t in med.items():
         print(f"  {name:34s} {t * 1000:9.1f} ms   {t / base:6.2f}x supervised")
-    print("end-to-end step by phase:")
-    total = sum(statistics.median(v) for v in timer.times.values())
-    for phase, v in timer.times.items():
-        t = statistics.median(v)
-        print(f"  {phase:8s} {t * 1000:9.1f} ms   {100 * t / total:5.1f}%")
-    ratio = med["GenSeg end-to-end step"] / base
-    print(f"RATIO GenSeg/UNet iteration ({dims}D): {ratio:.2f}x (target <= 8x)")
+    for name, timer in timers.items():
+        print(f"end-to-end step by phase ({name}):")
+        total = sum(statistics.median(v) for v in timer.times.values())
+        for phase, v in timer.times.items():
+            t = statistics.median(v)
+            print(f"  {phase:8s} {t * 1000:9.1f} ms   {100 * t / total:5.1f}%")
+    for name in generators:
+        tag = "" if name == "pix2pix" else f" [{name}]"
+        ratio = med[f"GenSeg end-to-end step{tag}"] / base
+        print(f"RATIO GenSeg/UNet iteration ({dims}D, {name}): {ratio:.2f}x (target <= 8x)")
     if args.table:
+        if "pix2pix" not in generators:
+            raise SystemExit("--table records the pix2pix generator's lines: add --generator pix2pix")
         write_table(args, device, dev, profile, med, dims)
 
 

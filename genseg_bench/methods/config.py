@@ -26,6 +26,9 @@ from genseg_bench.errors import SpecError
 if TYPE_CHECKING:
     from genseg_bench.specs import MethodSpec
 
+GeneratorName = Literal["pix2pix", "spade", "asapnet"]
+"""GenSeg's mask-to-image generators (torch-free copy of ``genseg_bench.models.generators.GENERATORS``' names)."""
+
 _RANGES = AugmentConfig()
 """Default augmentation ranges: one source for the baselines, GenSeg and the augmentation code."""
 
@@ -97,6 +100,8 @@ class GenSegConfig(AugmentRanges):
     The augmentation ranges are the supervised baselines' (:class:`AugmentRanges`).
     """
 
+    generator: GeneratorName = "pix2pix"
+    """The mask-to-image generator (``genseg_bench.models.generators.GENERATORS``); see :meth:`resolved`."""
     gamma: float = Field(1.0, ge=0.0)
     end_to_end: bool | None = None
     separate: bool = False
@@ -125,7 +130,17 @@ class GenSegConfig(AugmentRanges):
             )
         if self.gan_iterations is not None and not self.separate:
             raise ValueError("gan_iterations is the GAN pre-training budget of separate = true only")
+        if self.generator != "pix2pix" and "dropout" in self.model_fields_set:
+            raise ValueError(
+                f"dropout is the decoder dropout of the pix2pix generator; generator = {self.generator!r} "
+                "has no dropout layers"
+            )
         return self
+
+    @property
+    def generator_dropout(self) -> float:
+        """The dropout the generator is built with: ``dropout`` for pix2pix, 0 for generators without any."""
+        return self.dropout if self.generator == "pix2pix" else 0.0
 
     @property
     def unrolled(self) -> bool:
@@ -142,8 +157,20 @@ class GenSegConfig(AugmentRanges):
         return self.augmentation(list(self.augment))
 
     def resolved(self) -> dict[str, Any]:
-        """As the base, with ``end_to_end`` as it takes effect (never None)."""
-        return {**super().resolved(), "end_to_end": self.unrolled}
+        """As the base, with ``end_to_end`` as it takes effect (never None) and ``generator`` only when not pix2pix.
+
+        ``generator`` came after the published GenSeg results: leaving its default
+        out keeps the run id of every Pix2Pix spec what it was, so those results
+        stay the runs of today's specs; any other generator is a different
+        identity. ``dropout`` is dropped for generators without dropout layers
+        (it does not reach them).
+        """
+        out = {**super().resolved(), "end_to_end": self.unrolled}
+        if self.generator == "pix2pix":
+            del out["generator"]
+        else:
+            del out["dropout"]
+        return out
 
     @classmethod
     def from_spec(cls, spec: MethodSpec) -> GenSegConfig:

@@ -107,6 +107,16 @@ at small extents (an 8^3 input with 16+ channels), which made every 3D run's
 weights NaN in its first iteration; PyTorch's native kernels are used instead.
 2D and CUDA are unchanged (tests/methods/test_genseg_3d.py).
 
+**Generators** (config ``generator``: ``"pix2pix"``, the paper's, or ``"spade"`` /
+``"asapnet"``, App. I, Fig. 9d). The three levels see G only through
+:class:`~genseg_bench.models.generators.MaskToImageGenerator`: ``G(masks)`` in
+[0, 1], its alphas apart from its weights, and no buffers, so
+``functional_call(G, G', ...)`` is exactly the forward with the lookahead weights.
+Every generator is trained by the same GAN level (this H, this ``L_gan``), so a
+comparison changes the generator only; the searchable cells are the same
+(up)convolution cells in each (see each generator's module). Separate and
+End2End work for each alike.
+
 Variants are config, not copies (``MethodSpec.config``, see :class:`GenSegConfig`):
 ``separate`` trains the GAN first for ``gan_iterations``, freezes it, then trains
 S on its output plus the real data (paper Sec. 2.5); ``cells`` picks learnable /
@@ -157,7 +167,8 @@ from genseg_bench.methods.training import (
     seg_loss,
 )
 from genseg_bench.models.discriminator import PatchDiscriminator
-from genseg_bench.models.generator import SearchableGenerator, conv_backend
+from genseg_bench.models.generator import conv_backend
+from genseg_bench.models.generators import MaskToImageGenerator, build_generator, check_stateless
 from genseg_bench.models.segmenters import build_segmenter
 from genseg_bench.specs import Profile
 
@@ -353,7 +364,7 @@ def _rule(rule: StepRule | None, eta: float | None, which: str) -> StepRule:
 
 
 def unrolled_step(
-    gen: SearchableGenerator,
+    gen: MaskToImageGenerator,
     disc: nn.Module,
     seg: nn.Module,
     batch: GenSegBatch,
@@ -463,7 +474,7 @@ class GenSegTrainer:
     def __init__(
         self,
         cfg: GenSegConfig,
-        gen: SearchableGenerator,
+        gen: MaskToImageGenerator,
         disc: nn.Module,
         seg: nn.Module,
         profile: Profile,
@@ -477,6 +488,7 @@ class GenSegTrainer:
         """End-to-end iterations taken (the first ``cfg.arch_warmup`` have no A step)."""
         self.hypergrad_norm: torch.Tensor | None = None
         """L2 norm of the latest ``grad_A`` (on the device: read it at validation time only); None in warm-up."""
+        check_stateless(gen)  # functional_call with G' must compute what the forward computes
         self.g_params = gen.weight_parameters()
         self.d_params = list(disc.parameters())
         self.s_params = list(seg.parameters())
@@ -570,7 +582,7 @@ class GenSegTrainer:
         return StepLosses(step.gan_loss.detach(), step.seg_loss.detach(), step.val_loss.detach())
 
     def gan_step(self, masks: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
-        """Level 1 alone: one Pix2Pix step of G and H (Separate's pre-training, the joint loop's first half)."""
+        """Level 1 alone: one GAN step of G and H (Separate's pre-training, the joint loop's first half)."""
         with self.conv_backend():
             return self._gan_step(masks, images)
 
@@ -622,7 +634,7 @@ def _to_uint8(x: torch.Tensor) -> np.ndarray:
 
 
 @torch.no_grad()
-def save_pair_grid(gen: SearchableGenerator, masks: torch.Tensor, path: Path, min_tile: int = 96) -> Path:
+def save_pair_grid(gen: MaskToImageGenerator, masks: torch.Tensor, path: Path, min_tile: int = 96) -> Path:
     """A PNG with augmented masks (top row) and the images G generates from them (bottom row)."""
     was_training = gen.training
     gen.eval()
@@ -708,7 +720,7 @@ class GenSegMethod(Method):
 
     def build(
         self, train: SegData, ctx: FitContext, cfg: GenSegConfig
-    ) -> tuple[SearchableGenerator, PatchDiscriminator, nn.Module]:
+    ) -> tuple[MaskToImageGenerator, PatchDiscriminator, nn.Module]:
         """G, H and S on the device (S built exactly as the supervised baselines build it)."""
         channels, dims = int(train.images.shape[1]), train.dims
         spatial = tuple(int(s) for s in train.images.shape[2:])
@@ -717,8 +729,14 @@ class GenSegMethod(Method):
         )
         seg = prepare_model(seg, ctx, dims)
         width = ctx.profile.gen_width
-        gen = SearchableGenerator(
-            channels, spatial, width=width, mode=cfg.cells, dims=dims, dropout=cfg.dropout
+        gen = build_generator(
+            cfg.generator,
+            channels,
+            spatial,
+            width=width,
+            cells=cfg.cells,
+            dims=dims,
+            dropout=cfg.generator_dropout,
         )
         disc = PatchDiscriminator(channels, spatial, width=width, dims=dims)
         gen, disc = prepare_model(gen, ctx, dims), prepare_model(disc, ctx, dims)
@@ -815,7 +833,7 @@ class GenSegMethod(Method):
             [0, *monitor.trajectory["iteration"]],  # type: ignore[list-item]
             [initial_alphas, *alpha_traj],
             out_dir / ALPHA_PLOT_FILE,
-            f"{self.spec.name} ({cfg.mode}"
+            f"{self.spec.name} ({cfg.generator}, {cfg.mode}"
             + (f", lookahead {cfg.lookahead}" if cfg.unrolled else "")
             + f"): max |alpha - alpha_0| = {shift:.2e}",
         )
@@ -826,9 +844,10 @@ class GenSegMethod(Method):
             "alphas_form": {
                 "learnable": "softmax of each cell's learned logits (the weights the forward pass uses)",
                 "fixed": "fixed multi-branch: every alpha is 1",
-                "single": "single-branch Pix2Pix: the 4-2-1 op alone",
+                "single": "single-branch cells: the 4-2-1 op alone (plain Pix2Pix for the pix2pix generator)",
             }[cfg.cells],
             "mode": cfg.mode,
+            "generator": cfg.generator,
             "lookahead": cfg.lookahead if cfg.unrolled else None,
             "arch_warmup": cfg.arch_warmup if cfg.unrolled else None,
             "final_losses": last,

@@ -1,5 +1,9 @@
 """GenSeg's mask-to-image generator: a Pix2Pix U-Net whose (up)convolutions are searchable cells.
 
+The paper's generator, registered as ``"pix2pix"`` (:mod:`genseg_bench.models.generators`
+has the interface every generator shares and the others). The searchable cell
+defined here is the one all of them use.
+
 Paper Fig. 1b-c and A.2: every encoder cell mixes three strided convolutions
 (kernel-stride-padding 4-2-1, 6-2-2, 8-2-3), every decoder cell the three
 transposed convolutions with the same triples, and the cell outputs
@@ -63,6 +67,8 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from genseg_bench.models.generators import MaskToImageGenerator
 
 CellMode = Literal["learnable", "fixed", "single"]
 CELL_MODES: tuple[str, ...] = ("learnable", "fixed", "single")
@@ -180,7 +186,7 @@ def generator_depth(spatial: Sequence[int], max_depth: int = 8) -> int:
     return max(2, min(max_depth, int(math.floor(math.log2(min(spatial))))))
 
 
-class SearchableGenerator(nn.Module):
+class SearchableGenerator(MaskToImageGenerator):
     """Pix2Pix U-Net (skip connections between mirrored levels) from a 1-channel mask to a C-channel image.
 
     Encoder cell ``enc{i}`` halves the resolution, decoder cell ``dec{j}`` doubles it;
@@ -232,29 +238,25 @@ class SearchableGenerator(nn.Module):
                     nn.Sequential(_norm(dims, dec_out), _dropout(dims, dropout if 1 <= j <= 3 else 0.0))
                 )
 
-    # -- parameters ------------------------------------------------------------------------
+    @classmethod
+    def from_options(
+        cls,
+        channels: int,
+        spatial: Sequence[int],
+        *,
+        width: int,
+        cells: CellMode,
+        dims: int,
+        dropout: float,
+    ) -> SearchableGenerator:
+        """The registry's constructor (:func:`~genseg_bench.models.generators.build_generator`)."""
+        return cls(channels, spatial, width=width, mode=cells, dims=dims, dropout=dropout)
 
     def cells(self) -> list[tuple[str, SearchableCell]]:
         """Every searchable cell in data-flow order: ``enc0 .. enc{d-1}, dec0 .. dec{d-1}``."""
         enc = [(f"enc{i}", c) for i, c in enumerate(self.encoders)]
         dec = [(f"dec{j}", c) for j, c in enumerate(self.decoders)]
         return enc + dec  # type: ignore[return-value]
-
-    def arch_parameters(self) -> list[nn.Parameter]:
-        """The architecture A: one alpha vector per cell (empty for fixed and single-branch cells)."""
-        return [c.alpha for _, c in self.cells() if c.alpha is not None]
-
-    def named_weight_parameters(self) -> dict[str, nn.Parameter]:
-        """The weights G (everything but the alphas), by name, for ``functional_call``."""
-        arch = {id(p) for p in self.arch_parameters()}
-        return {n: p for n, p in self.named_parameters() if id(p) not in arch}
-
-    def weight_parameters(self) -> list[nn.Parameter]:
-        return list(self.named_weight_parameters().values())
-
-    def alphas(self) -> dict[str, dict[str, float]]:
-        """``{cell: {op: alpha}}``: the mixing weights the forward pass uses (softmax, or 1 when fixed)."""
-        return {name: cell.report() for name, cell in self.cells()}
 
     # -- forward ---------------------------------------------------------------------------
 

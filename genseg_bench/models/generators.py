@@ -1,0 +1,158 @@
+"""The mask-to-image generator interface GenSeg's three levels use, and the registry of generators.
+
+GenSeg (paper A.2-A.3) needs four things from its generator G, whatever network it is:
+
+* ``forward(masks) -> images``: a ``B x 1 x *spatial`` mask in [0, 1] to a
+  ``B x C x *spatial`` image in [0, 1] (the suite's image range), differentiable
+  in the weights and in the architecture parameters;
+* the architecture A apart from the weights G: :meth:`MaskToImageGenerator.arch_parameters`
+  (the alphas of its searchable cells, updated by the validation loss) and
+  :meth:`MaskToImageGenerator.named_weight_parameters` (everything else, updated by
+  the GAN loss, and the names ``torch.func.functional_call`` takes the lookahead
+  G' by);
+* :meth:`MaskToImageGenerator.alphas`, the mixing weights per cell, for the run's
+  record and plot;
+* ``dims`` (2 or 3), which picks the convolution backend of every step.
+
+**No buffers.** The lookahead G' is evaluated as ``functional_call(gen, g_prime,
+(masks,))`` with the weights replaced and nothing else: a generator with running
+statistics (BatchNorm) would read and *update* them in every unrolled pass, so the
+hypergradient would differentiate another function than the one the forward
+computes. Every generator here normalises with InstanceNorm (no running
+statistics); :func:`check_stateless` enforces it for any module given to GenSeg.
+
+The searchable cells (:class:`~genseg_bench.models.generator.SearchableCell`,
+Fig. 1c: ``y = sum_k alpha_k op_k(x)`` over the 4-2-1 / 6-2-2 / 8-2-3 (transposed)
+convolutions) are shared by every generator; ``cells = "learnable" | "fixed" |
+"single"`` means the same in each. The paper (App. I) makes SPADE, ASAPNet, BBDM
+and Soft-Intro VAE searchable "by applying the multi-branch convolutional
+modification (Fig. 1c) to their generators" without saying which convolutions;
+here every generator gets cells on its resolution-changing convolutions, as
+Pix2Pix has them (each module's docstring says which).
+
+Generators are selected by name (``GenSegConfig.generator``) through
+:data:`GENERATORS`, imported on first use so that importing one generator does not
+import the others.
+"""
+
+from __future__ import annotations
+
+import abc
+import importlib
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+if TYPE_CHECKING:
+    from genseg_bench.models.generator import CellMode, SearchableCell
+
+
+class MaskToImageGenerator(nn.Module, abc.ABC):
+    """Base of GenSeg's generators: a mask-to-image network whose searchable cells hold the architecture A.
+
+    Subclasses implement :meth:`cells` and :meth:`forward`; the split of the
+    parameters into A (the cells' alphas) and G (everything else) follows from
+    :meth:`cells`, so it is the same rule for every generator. The base adds no
+    parameters or buffers, so a subclass's parameters, their order and their
+    random initialisation are its own.
+    """
+
+    dims: int
+    """2 or 3: the dimensionality of the masks and images (picks the convolution backend)."""
+
+    @abc.abstractmethod
+    def cells(self) -> list[tuple[str, SearchableCell]]:
+        """Every searchable cell in data-flow order, with a short name for the record (``enc0``, ``up1``...)."""
+
+    @abc.abstractmethod
+    def forward(self, masks: torch.Tensor) -> torch.Tensor:
+        """``B x 1 x *spatial`` masks in [0, 1] -> ``B x C x *spatial`` images in [0, 1]."""
+
+    @classmethod
+    @abc.abstractmethod
+    def from_options(
+        cls,
+        channels: int,
+        spatial: Sequence[int],
+        *,
+        width: int,
+        cells: CellMode,
+        dims: int,
+        dropout: float,
+    ) -> MaskToImageGenerator:
+        """The generator from GenSeg's settings (:func:`build_generator`): one signature for every generator."""
+
+    def arch_parameters(self) -> list[nn.Parameter]:
+        """The architecture A: one alpha vector per cell (empty for fixed and single-branch cells)."""
+        return [c.alpha for _, c in self.cells() if c.alpha is not None]
+
+    def named_weight_parameters(self) -> dict[str, nn.Parameter]:
+        """The weights G (everything but the alphas), by name, for ``functional_call``."""
+        arch = {id(p) for p in self.arch_parameters()}
+        return {n: p for n, p in self.named_parameters() if id(p) not in arch}
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        return list(self.named_weight_parameters().values())
+
+    def alphas(self) -> dict[str, dict[str, float]]:
+        """``{cell: {op: alpha}}``: the mixing weights the forward pass uses (softmax, or 1 when fixed)."""
+        return {name: cell.report() for name, cell in self.cells()}
+
+
+GENERATORS: dict[str, str] = {
+    "pix2pix": "genseg_bench.models.generator:SearchableGenerator",
+    "spade": "genseg_bench.models.spade:SPADEGenerator",
+    "asapnet": "genseg_bench.models.asapnet:ASAPNetGenerator",
+}
+"""Generator name -> ``module:Class``; the names are ``GenSegConfig.generator``'s choices."""
+
+
+def check_stateless(gen: nn.Module) -> None:
+    """Refuse a generator with buffers: ``functional_call`` with G' would not be the forward's function.
+
+    See the module docstring (*No buffers*). Any ``nn.Module`` may be checked, so
+    GenSeg's trainer applies it to whatever generator it is given.
+    """
+    names = [n for n, _ in gen.named_buffers()]
+    if names:
+        raise ValueError(
+            f"{type(gen).__name__} holds buffers ({', '.join(names[:4])}{', ...' if len(names) > 4 else ''}): "
+            "GenSeg evaluates the lookahead G' by functional_call with the weights replaced, so a generator "
+            "must hold no running statistics (use InstanceNorm, or BatchNorm with track_running_stats=False)"
+        )
+
+
+def generator_class(name: str) -> type[MaskToImageGenerator]:
+    """The class registered as ``name`` in :data:`GENERATORS` (imported now)."""
+    if name not in GENERATORS:
+        raise ValueError(f"unknown generator {name!r}; known: {', '.join(sorted(GENERATORS))}")
+    module_name, _, attr = GENERATORS[name].partition(":")
+    cls = getattr(importlib.import_module(module_name), attr)
+    if not (isinstance(cls, type) and issubclass(cls, MaskToImageGenerator)):
+        raise TypeError(f"{GENERATORS[name]} is not a MaskToImageGenerator")
+    return cls
+
+
+def build_generator(
+    name: str,
+    channels: int,
+    spatial: Sequence[int],
+    *,
+    width: int,
+    cells: CellMode = "learnable",
+    dims: int = 2,
+    dropout: float = 0.0,
+) -> MaskToImageGenerator:
+    """The generator ``name`` for ``channels``-channel images of this spatial shape, checked stateless.
+
+    ``width`` is the base channel count (the profile's ``gen_width``), ``cells`` the
+    mode of every searchable cell, ``dropout`` the decoder dropout of Pix2Pix (its
+    noise source); generators without dropout layers refuse a non-zero value
+    rather than ignore it.
+    """
+    cls = generator_class(name)
+    gen = cls.from_options(channels, spatial, width=width, cells=cells, dims=dims, dropout=dropout)
+    check_stateless(gen)
+    return gen
