@@ -152,8 +152,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[FitResult, SegDat
     train, val = _cases(6, 0, "train"), _cases(2, 1, "val")
     out = tmp_path_factory.mktemp("nnunet-run")
     ctx = FitContext(device=torch.device("cpu"), seed=0, profile=_profile(), out_dir=out)
-    spec = _spec(val_iterations_per_epoch=1, fingerprint_foreground_voxels=10_000)
-    fit = build_method(spec).fit(train, val, ctx)
+    fit = build_method(_spec(val_iterations_per_epoch=1)).fit(train, val, ctx)
     return fit, train, val, out / "nnunet"
 
 
