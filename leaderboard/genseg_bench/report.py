@@ -59,10 +59,13 @@ class RunContext:
         "method": "method config",
     }
 
+    SHARED: ClassVar[tuple[str, ...]] = ("profile", "budget", "settings", "data", "task")
+    """The fields of :attr:`shared`, in order (a paired test's context is read by these names)."""
+
     @property
     def shared(self) -> tuple[str, ...]:
         """Everything but the method config: what two methods' runs must share to be compared."""
-        return (self.profile, self.budget, self.settings, self.data, self.task)
+        return tuple(getattr(self, name) for name in self.SHARED)
 
     def key(self) -> str:
         """The whole context as one string (rows of one method and size that differ in it are split)."""
@@ -236,6 +239,8 @@ class ReportRow:
     profile: str = ""
     budget: str = ""
     """The profile's iterations and batch size (``800 it × 8``)."""
+    settings: str = ""
+    """:attr:`RunContext.settings`: the digest of the profile's other settings (rows never mix two)."""
     context: str = ""
     """:meth:`RunContext.key` of the runs behind the row."""
     split: tuple[str, ...] = ()
@@ -270,6 +275,12 @@ class PairedTest:
     context: tuple[str, ...] = ()
     """:attr:`RunContext.shared` of the paired runs: runs of different contexts are never paired."""
 
+    @property
+    def settings(self) -> str:
+        """The profile-settings digest of the paired runs ("" for a test built without a context)."""
+        i = RunContext.SHARED.index("settings")
+        return self.context[i] if len(self.context) > i else ""
+
 
 RESAMPLED = " [resampled]"
 """Suffix of a method's label for runs whose seeds drew their own labelled subsets."""
@@ -288,6 +299,8 @@ def run_flags(r: RunResult) -> list[str]:
       ``plateau_min_lr_factor``, now keeps it at 1e-2 or above, so this marks runs made without it).
     * ``best val = empty prediction``: the best validation score is what predicting
       nothing scores, so the selected checkpoint learned nothing.
+    * ``best at the last validation``: the score was still rising when the budget ended, so
+      the run may be undertrained at this budget (a longer one could change the ranking).
     """
     flags = []
     traj = r.trajectory
@@ -300,6 +313,9 @@ def run_flags(r: RunResult) -> list[str]:
     empty = r.extras.get("empty_val_score")
     if empty is not None and r.best_val_score is not None and r.best_val_score <= float(empty) + 1e-9:
         flags.append("best val = empty prediction")
+    # the checkpoint rule keeps the first of equal scores, so a best at the last validation rose there
+    if len(its) > 1 and r.best_iteration == its[-1]:
+        flags.append("best at the last validation")
     if unchanged_by_plateau_rules(r):
         flags.append("recorded before the plateau rules; replayed: same lr schedule under them")
     return flags
@@ -428,6 +444,7 @@ def aggregate(task: TaskSpec, results: list[RunResult]) -> list[ReportRow]:
                 flags=flags,
                 profile=ctx.profile,
                 budget=ctx.budget,
+                settings=ctx.settings,
                 context=ctx.key(),
                 split=split,
             )
