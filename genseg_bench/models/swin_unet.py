@@ -39,6 +39,17 @@ stage whose feature map is no larger than the window attends over the whole map
 without a shift. No absolute position embedding (the reference's default
 ``ape=False``).
 
+**Learning rate.** With the suite's optimiser (RMSprop, momentum 0.9, no warm-up;
+its first steps move every weight by about ten times the learning rate) SwinUnet
+from scratch trains at ``seg_lr`` up to about 1e-4 and collapses to predicting
+background at 2e-4 and above: the LayerNorm biases take the constant "all
+background" answer before any spatial feature is learned (measured on 32 px
+synthetic blobs: at 5e-5 and 1e-4 the test Dice passes 0.55 within 50
+iterations, at 2e-4, 3e-4 and 1e-3 it stays at the all-background score). The
+``paper`` profile's 1e-5 is inside that range; the ``cpu`` (3e-4), ``quick`` and
+``smoke`` (1e-3) profiles are not. The reference code trains with SGD (lr 0.05),
+whose steps scale with the gradient and do not have this problem.
+
 Departures, and why:
 
 * **Any supported size, one set of weights.** The reference fixes the image size
