@@ -218,10 +218,10 @@ def test_each_method_trains_through_the_runner_and_beats_chance(
 
 
 def _fit(
-    name: str, catalog: Catalog, data: TaskData, pool: torch.Tensor | None, tmp_path: Path
+    name: str, catalog: Catalog, data: TaskData, pool: torch.Tensor | None, tmp_path: Path, **config: object
 ) -> torch.Tensor:
     """Weights after a one-update fit with the unlabelled term at full weight (no ramp-up)."""
-    spec = small(catalog.method(name), rampup=0.0, consistency=1.0)
+    spec = small(catalog.method(name), **{"rampup": 0.0, "consistency": 1.0, **config})
     profile = get_profile("smoke", iterations=1)
     src = data.prepared["synthetic-a"]
     subset = data.split.subset(16, "synthetic-a")
@@ -243,7 +243,10 @@ def test_each_method_learns_from_the_pool(
 
     The same pool reproduces the weights exactly (checked for DCT, whose update is the
     most involved; the loop and its random draws are shared), so the difference is the
-    pool's content, not run-to-run noise.
+    pool's content, not run-to-run noise. The unlabelled images also reach the labelled
+    loss through BatchNorm (both batches share one forward, as in the reference codes),
+    so the unlabelled term itself is checked too: switching its weight off (DCT: each of
+    its two terms) changes the weights.
     """
     from genseg_bench.data.store import to_tensors
 
@@ -256,6 +259,9 @@ def test_each_method_learns_from_the_pool(
     if name == "dct-unet":
         assert torch.equal(a, _fit(name, catalog, semi, pool.clone(), tmp_path)), "not deterministic"
     assert not torch.allclose(a, _fit(name, catalog, semi, other, tmp_path)), "the pool changed nothing"
+    off = [{"consistency": 0.0}] if name != "dct-unet" else [{"consistency": 0.0}, {"dif_weight": 0.0}]
+    for cfg in off:
+        assert not torch.allclose(a, _fit(name, catalog, semi, pool, tmp_path, **cfg)), f"{cfg}: no effect"
     with pytest.raises(SpecError, match="needs? an unlabelled pool|trains on an unlabelled pool"):
         _fit(name, catalog, semi, None, tmp_path)
 
