@@ -127,11 +127,8 @@ KNOWN_SOURCES = {
 # references (the paper's numbers), as the bare name or with a backbone suffix
 # ("mcf-deeplab"), but never in default_methods.
 PAPER_ONLY_METHODS = (
-    "nnunet",
     "bbdm",
     "soft-intro-vae",
-    "spade",
-    "asapnet",
 )
 
 # Paper tasks whose results the paper's text gives only as figures (no number in the
