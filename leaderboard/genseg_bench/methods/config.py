@@ -177,41 +177,6 @@ class GenSegConfig(AugmentRanges):
         return parse_config(cls, spec.config, f"method {spec.name!r}")
 
 
-class NnUNetConfig(MethodConfig):
-    """Config of ``kind = "nnunet"``: the real nnU-Net v2 under the profile's budget (:mod:`genseg_bench.methods.nnunet`).
-
-    nnU-Net configures itself (plans: patch size, batch size, topology, normalisation);
-    these keys only set what the suite must control for a fair comparison (the budget,
-    the checkpoint rule) and nnU-Net's own switches. Defaults are nnU-Net's, except where
-    the suite's rules need another value (each key says which).
-    """
-
-    planner: Literal["default", "resenc-m", "resenc-l", "resenc-xl"] = "default"
-    """``default``: nnU-Net's original planner (``ExperimentPlanner``, plans ``nnUNetPlans``, PlainConvUNet);
-    ``resenc-*``: its residual-encoder presets (``nnUNetPlannerResEncM/L/XL``)."""
-    iterations_per_epoch: int | None = Field(None, ge=1)
-    """Training iterations per nnU-Net epoch (nnU-Net: 250); None: the profile's ``eval_every``, so the
-    suite validates once per epoch. Epochs = ceil(profile iterations / iterations per epoch)."""
-    val_iterations_per_epoch: int = Field(10, ge=1)
-    """Patch batches of nnU-Net's own per-epoch pseudo-Dice (nnU-Net: 50; it only feeds its log and EMA)."""
-    batch_size: int | None = Field(None, ge=1)
-    """None: the batch size nnU-Net plans; a number overrides the plans (then recorded as overridden)."""
-    checkpoint: Literal["suite", "final"] = "suite"
-    """``suite``: the suite's rule (best validation score on the task metric, full-image predictions by
-    nnU-Net's predictor, every validation interval); ``final``: nnU-Net's default, the last epoch."""
-    mirroring: bool = True
-    """Test-time mirroring over nnU-Net's allowed axes (nnU-Net's default)."""
-    tile_step_size: float = Field(0.5, gt=0.0, le=1.0)
-    """Sliding-window step as a fraction of the patch (nnU-Net's default 0.5)."""
-    augmentation_workers: int | None = Field(None, ge=0)
-    """``nnUNet_n_proc_DA``: None is 0 (in-process augmentation) on the CPU, nnU-Net's own choice on CUDA."""
-    compile: bool = True
-    """torch.compile of the network on CUDA (nnU-Net's default; nnU-Net never compiles on the CPU)."""
-    fingerprint_foreground_voxels: int = Field(10**8, ge=1000)
-    """Foreground voxels the fingerprint samples for its intensity statistics (nnU-Net's 10e7; only CT
-    normalisation reads them). Sampling and sorting them costs seconds whatever the data size."""
-
-
 WGAN_DEFAULTS: dict[str, dict[str, float]] = {
     "clip": {"clip": 0.01, "lr": 5e-5},
     "gp": {"gp_lambda": 10.0, "lr": 1e-4},
@@ -377,6 +342,43 @@ class CTBCTConfig(SemiSupervisedConfig):
     branch_encoder: str = "resnet18"
 
     _branch_known = field_validator("branch_backbone")(_known_backbone)
+
+
+class NnUNetConfig(MethodConfig):
+    """Config of ``kind = "nnunet"``: the real nnU-Net v2 under the profile's budget (:mod:`genseg_bench.methods.nnunet`).
+
+    nnU-Net configures itself (plans: patch size, batch size, topology, normalisation);
+    these keys only set what the suite must control for a fair comparison (the budget,
+    the checkpoint rule) and nnU-Net's own switches. Defaults are nnU-Net's, except where
+    the suite's rules need another value (each key says which).
+    """
+
+    planner: Literal["default", "resenc-m", "resenc-l", "resenc-xl"] = "default"
+    """``default``: nnU-Net's original planner (``ExperimentPlanner``, plans ``nnUNetPlans``, PlainConvUNet);
+    ``resenc-*``: its residual-encoder presets (``nnUNetPlannerResEncM/L/XL``)."""
+    iterations_per_epoch: int | None = Field(None, ge=1)
+    """Training iterations per nnU-Net epoch (nnU-Net: 250); None: the profile's ``eval_every``, so the
+    suite validates once per epoch. Epochs = ceil(profile iterations / iterations per epoch)."""
+    val_iterations_per_epoch: int = Field(10, ge=1)
+    """Patch batches of nnU-Net's own per-epoch pseudo-Dice (nnU-Net: 50; it only feeds its log and EMA)."""
+    batch_size: int | None = Field(None, ge=1)
+    """None: the batch size nnU-Net plans; a number overrides the plans (then recorded as overridden)."""
+    checkpoint: Literal["suite", "final"] = "suite"
+    """``suite``: the suite's rule (best validation score on the task metric, full-image predictions by
+    nnU-Net's predictor, every validation interval); ``final``: nnU-Net's default, the last epoch."""
+    mirroring: bool = True
+    """Test-time mirroring over nnU-Net's allowed axes (nnU-Net's default)."""
+    tile_step_size: float = Field(0.5, gt=0.0, le=1.0)
+    """Sliding-window step as a fraction of the patch (nnU-Net's default 0.5)."""
+    augmentation_workers: int | None = Field(None, ge=0)
+    """``nnUNet_n_proc_DA``: None is 0 (in-process augmentation) on the CPU, nnU-Net's own choice on CUDA."""
+    compile: bool = True
+    """torch.compile of the network on CUDA (nnU-Net's default; nnU-Net never compiles on the CPU)."""
+    fingerprint_foreground_voxels: int = Field(10**6, ge=1000)
+    """Foreground voxels the fingerprint samples for its intensity statistics. nnU-Net samples 10e7, which
+    costs minutes per run on a small CPU whatever the data size; only CT normalisation reads these
+    statistics and the suite names no channel CT, so fewer samples change no plan but the recorded
+    percentiles."""
 
 
 BUILTIN_CONFIGS: dict[str, type[MethodConfig]] = {
