@@ -66,7 +66,8 @@ def test_outside_method_run_then_submit(lb_results: Path, tmp_path: Path) -> Non
     manifest = json.loads((out / "manifest.json").read_text())
     catalog = Catalog.load()
     assert manifest["method"] == "toy-threshold" and manifest["suite"] == "synthetic"
-    assert manifest["n_runs"] == 3 * 4 * 3 and manifest["profile"] == "smoke"
+    # every (task, size, seed) cell of the suite: its tasks follow the task files (synthetic = true)
+    assert manifest["n_runs"] == len(_suite_cells(catalog)) and manifest["profile"] == "smoke"
     assert manifest["data_fingerprints"] == catalog.suite("synthetic").fingerprints
     assert manifest["method_config"]["backbone"] == "threshold"
     assert (
@@ -78,7 +79,9 @@ def test_outside_method_run_then_submit(lb_results: Path, tmp_path: Path) -> Non
     (repo / "submissions").mkdir(parents=True)
     out.rename(repo / "submissions" / "toy-threshold__synthetic")
     results, tasks = load_export(repo)
-    assert len(results) == 36 and {r.spec.method for r in results} == {"toy-threshold"}
+    assert len(results) == len(_suite_cells(catalog)) and {r.spec.method for r in results} == {
+        "toy-threshold"
+    }
     assert set(tasks) == {t.id for t in catalog.suite_tasks("synthetic")}
 
 
@@ -129,8 +132,10 @@ def test_clean_complete_results_pass_and_other_profiles_do_not_count(
     for task, n, s in _suite_cells(catalog):
         write_result(tmp_path, make_result(task, "m", n, s, {"synthetic-a": [0.5]}, fingerprints=fps))
     chosen, manifest = collect_submission(catalog, "synthetic", "m", tmp_path)
-    assert len(chosen) == 36 and manifest["dirty"] is False and manifest["git_commits"] == ["0123abc"]
-    with pytest.raises(SubmissionError, match="36 problem"):
+    cells = len(_suite_cells(catalog))
+    assert cells >= 36  # 3 seeds x the sweep sizes of every synthetic task (36 before synthetic-semi)
+    assert len(chosen) == cells and manifest["dirty"] is False and manifest["git_commits"] == ["0123abc"]
+    with pytest.raises(SubmissionError, match=f"{cells} problem"):
         collect_submission(catalog, "synthetic", "m", tmp_path, profile="paper")
 
 
