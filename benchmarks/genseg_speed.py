@@ -5,7 +5,7 @@
 Both run at the same batch size and resolution on the same device, interleaved
 (supervised, GenSeg, supervised, ...) so that load from other processes hits
 both alike; the ratio is the number to read, not the absolute times. Prints the
-median time per iteration of: the supervised UNet step (the baselines' loop),
+median time per iteration of: the supervised step of the backbone (the baselines' loop),
 GenSeg's end-to-end step (three levels + real updates) with a per-phase
 breakdown, GenSeg without the architecture level (``end_to_end = false``) and
 the Separate segmenter step, so that what dominates is visible. Target: the
@@ -58,6 +58,7 @@ from pathlib import Path
 import torch
 
 from genseg_bench.augment import augment_masks
+from genseg_bench.executors import COST_KEYS
 from genseg_bench.methods.base import FitContext, SegData
 from genseg_bench.methods.genseg import GenSegBatch, GenSegConfig, GenSegTrainer
 from genseg_bench.methods.training import autocast, make_seg_optimizer, prepare_model, sample_batch, seg_loss
@@ -224,7 +225,9 @@ def main() -> None:
         return run
 
     masks_b = data.masks[:bs]
-    steps: dict[str, Callable[[], None]] = {"supervised UNet step": supervised_step}
+    # named after the backbone: with --backbone deeplabv3plus it is DeepLabV3+'s step, not a UNet's
+    sup_name = COST_KEYS["supervised"].format(backbone=args.backbone)
+    steps: dict[str, Callable[[], None]] = {sup_name: supervised_step}
     timers: dict[str, PhaseTimer] = {}
     for name in generators:
         tag = "" if name == "pix2pix" else f" [{name}]"
@@ -287,7 +290,7 @@ def main() -> None:
         f"lookahead {args.lookahead}, generators {', '.join(generators)}, "
         f"median of {args.repeats} (after {args.warmup} warm-up)"
     )
-    base = med["supervised UNet step"]
+    base = med[sup_name]
     for name, t in med.items():
         print(f"  {name:34s} {t * 1000:9.1f} ms   {t / base:6.2f}x supervised")
     for name, timer in timers.items():
@@ -299,7 +302,7 @@ def main() -> None:
     for name in generators:
         tag = "" if name == "pix2pix" else f" [{name}]"
         ratio = med[f"GenSeg end-to-end step{tag}"] / base
-        print(f"RATIO GenSeg/UNet iteration ({dims}D, {name}): {ratio:.2f}x (target <= 8x)")
+        print(f"RATIO GenSeg/supervised iteration ({dims}D, {name}): {ratio:.2f}x (target <= 8x)")
     if args.table:
         if "pix2pix" not in generators:
             raise SystemExit("--table records the pix2pix generator's lines: add --generator pix2pix")
@@ -318,8 +321,6 @@ def write_table(
     import json
     import sys
 
-    from genseg_bench.executors import COST_KEYS
-
     path: Path = args.table
     table = json.loads(path.read_text()) if path.is_file() else {}
     entry = {
@@ -332,7 +333,9 @@ def write_table(
         "gen_width": profile.gen_width,  # type: ignore[attr-defined]
         "backbone": args.backbone,
         "amp": bool(profile.amp and device.type == "cuda"),  # type: ignore[attr-defined]
-        "seconds_per_iteration": {k: round(med[line], 6) for k, line in COST_KEYS.items()},
+        "seconds_per_iteration": {
+            k: round(med[line.format(backbone=args.backbone)], 6) for k, line in COST_KEYS.items()
+        },
         "measured": time.strftime("%Y-%m-%d", time.gmtime()),
         "command": "python benchmarks/genseg_speed.py " + " ".join(sys.argv[1:]),
     }

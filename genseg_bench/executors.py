@@ -369,12 +369,13 @@ SPEED_TABLE = Path(__file__).resolve().parents[1] / "benchmarks" / "iteration_ti
 """Seconds per training iteration, written by ``benchmarks/genseg_speed.py --table`` (in a checkout)."""
 
 COST_KEYS = {
-    "supervised": "supervised UNet step",
+    "supervised": "supervised {backbone} step",
     "genseg": "GenSeg end-to-end step",
     "genseg_joint": "GenSeg joint step (no A level)",
     "separate": "Separate segmenter step",
 }
-"""The table's per-iteration keys and the line of ``genseg_speed.py`` each one is the median of."""
+"""The table's per-iteration keys and the line of ``genseg_speed.py`` each one is the median of
+(``{backbone}``: the measured backbone's name)."""
 
 
 def load_speed_table(path: Path | None = None) -> list[dict[str, Any]]:
