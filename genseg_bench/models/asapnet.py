@@ -64,7 +64,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genseg_bench.models.generator import CellMode, SearchableCell
-from genseg_bench.models.generators import MaskToImageGenerator
+from genseg_bench.models.generators import DropoutFreeGenerator
 
 
 def tile_factor(spatial: Sequence[int], max_factor: int = 16) -> int:
@@ -94,8 +94,10 @@ def positional_encoding(height: int, width: int, factor: int, like: torch.Tensor
     return torch.stack(channels)[None]
 
 
-class ASAPNetGenerator(MaskToImageGenerator):
+class ASAPNetGenerator(DropoutFreeGenerator):
     """ASAPNet: a low-resolution stream with searchable stride-2 cells predicts per-tile pixelwise MLPs."""
+
+    label = "ASAPNet"
 
     def __init__(
         self,
@@ -161,22 +163,6 @@ class ASAPNetGenerator(MaskToImageGenerator):
         if conv.bias is not None:
             nn.init.zeros_(conv.bias)
         return conv
-
-    @classmethod
-    def from_options(
-        cls,
-        channels: int,
-        spatial: Sequence[int],
-        *,
-        width: int,
-        cells: CellMode,
-        dims: int,
-        dropout: float,
-    ) -> ASAPNetGenerator:
-        """The registry's constructor; ASAPNet has no dropout layers, so a non-zero ``dropout`` is refused."""
-        if dropout:
-            raise ValueError("the ASAPNet generator has no dropout layers; dropout applies to pix2pix only")
-        return cls(channels, spatial, width=width, mode=cells, dims=dims)
 
     def cells(self) -> list[tuple[str, SearchableCell]]:
         """The stride-2 cells of the low-resolution stream, in data-flow order: ``down1 .. down{log2 S}``."""

@@ -40,7 +40,7 @@ from __future__ import annotations
 import abc
 import importlib
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 from torch import nn
@@ -99,6 +99,35 @@ class MaskToImageGenerator(nn.Module, abc.ABC):
     def alphas(self) -> dict[str, dict[str, float]]:
         """``{cell: {op: alpha}}``: the mixing weights the forward pass uses (softmax, or 1 when fixed)."""
         return {name: cell.report() for name, cell in self.cells()}
+
+
+class DropoutFreeGenerator(MaskToImageGenerator):
+    """A generator without dropout layers (SPADE, ASAPNet): one :meth:`from_options` for all of them.
+
+    Built as ``cls(channels, spatial, width=..., mode=..., dims=...)``; a non-zero ``dropout``
+    is refused rather than ignored (dropout is Pix2Pix's noise source only).
+    """
+
+    label: ClassVar[str] = ""
+    """The name the refusal uses ("SPADE", "ASAPNet")."""
+
+    @classmethod
+    def from_options(
+        cls,
+        channels: int,
+        spatial: Sequence[int],
+        *,
+        width: int,
+        cells: CellMode,
+        dims: int,
+        dropout: float,
+    ) -> MaskToImageGenerator:
+        """The registry's constructor; a non-zero ``dropout`` is an error."""
+        if dropout:
+            raise ValueError(
+                f"the {cls.label} generator has no dropout layers; dropout applies to pix2pix only"
+            )
+        return cls(channels, spatial, width=width, mode=cells, dims=dims)  # type: ignore[call-arg]
 
 
 GENERATORS: dict[str, str] = {

@@ -57,7 +57,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genseg_bench.models.generator import CellMode, SearchableCell
-from genseg_bench.models.generators import MaskToImageGenerator
+from genseg_bench.models.generators import DropoutFreeGenerator
 
 
 def _conv(dims: int, cin: int, cout: int, kernel: int) -> nn.Module:
@@ -105,8 +105,10 @@ class SPADEResBlock(nn.Module):
         return x + dx
 
 
-class SPADEGenerator(MaskToImageGenerator):
+class SPADEGenerator(DropoutFreeGenerator):
     """SPADE generator from the downsampled mask, with searchable upsampling cells ``up1 .. up{n_up}``."""
+
+    label = "SPADE"
 
     def __init__(
         self,
@@ -134,22 +136,6 @@ class SPADEGenerator(MaskToImageGenerator):
             self.ups.append(SearchableCell(chans[k], chans[k - 1], transposed=True, mode=mode, dims=dims))
             self.blocks.append(SPADEResBlock(chans[k - 1], label, hidden, dims))
         self.to_image = _conv(dims, chans[0], out_channels, 3)
-
-    @classmethod
-    def from_options(
-        cls,
-        channels: int,
-        spatial: Sequence[int],
-        *,
-        width: int,
-        cells: CellMode,
-        dims: int,
-        dropout: float,
-    ) -> SPADEGenerator:
-        """The registry's constructor; SPADE has no dropout layers, so a non-zero ``dropout`` is refused."""
-        if dropout:
-            raise ValueError("the SPADE generator has no dropout layers; dropout applies to pix2pix only")
-        return cls(channels, spatial, width=width, mode=cells, dims=dims)
 
     def cells(self) -> list[tuple[str, SearchableCell]]:
         """The upsampling cells, lowest resolution first: ``up1 .. up{n_up}``."""
