@@ -102,6 +102,7 @@ from genseg_bench.methods.training import (
     sample_batch,
     seed_everything,
     seg_loss,
+    start_lrs,
 )
 from genseg_bench.models.segmenters import build_segmenter
 
@@ -257,7 +258,13 @@ class SemiSupervisedMethod(Method):
         )
         second, second_desc = self.second_network(cfg, channels, dims)
         pair = PairModel(prepare_model(first, ctx, dims), prepare_model(second, ctx, dims), cfg.predict)
-        opt, sched = make_seg_optimizer(pair.parameters(), ctx.profile)
+        opt, sched = make_seg_optimizer(
+            [
+                (pair.first.parameters(), self.spec.backbone),
+                (pair.second.parameters(), second_desc["backbone"]),
+            ],
+            ctx.profile,
+        )
         monitor = SemiMonitor(pair, val, ctx, opt, sched)
         aug = cfg.augment_config()
         batch = ctx.batch_size
@@ -288,6 +295,7 @@ class SemiSupervisedMethod(Method):
                 "empty_val_score": monitor.empty_score,
                 "predict": cfg.predict,
                 "second_network": second_desc,
+                "seg_lr": start_lrs(opt),
                 "unlabelled_pool_size": int(pool.shape[0]),
             },
             trajectory=monitor.trajectory,

@@ -19,6 +19,7 @@ from genseg_bench.methods.training import (
     sample_batch,
     seed_everything,
     seg_loss,
+    start_lrs,
 )
 from genseg_bench.models.segmenters import build_segmenter
 
@@ -47,7 +48,7 @@ class SupervisedMethod(Method):
             self.spec.encoder_weights,
         )
         model = prepare_model(model, ctx, train.dims)
-        opt, sched = make_seg_optimizer(model.parameters(), ctx.profile)
+        opt, sched = make_seg_optimizer(model.parameters(), ctx.profile, self.spec.backbone)
         monitor = TrainingMonitor(model, val, ctx, opt, sched)
         model.train()
         for it in range(1, ctx.iterations + 1):
@@ -72,7 +73,7 @@ class SupervisedMethod(Method):
             best_val_score=monitor.best.score,
             best_iteration=monitor.best.iteration,
             iterations=ctx.iterations,
-            extras={"empty_val_score": monitor.empty_score},
+            extras={"empty_val_score": monitor.empty_score, "seg_lr": start_lrs(opt)[0]},
             trajectory=monitor.trajectory,
             budget={**monitor.budget(), "real_per_update": ctx.batch_size * (2 if copy_aug.active else 1)},
         )

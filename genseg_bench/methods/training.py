@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -28,6 +28,7 @@ from torch import nn
 from genseg_bench.errors import TrainingDiverged
 from genseg_bench.methods.base import FitContext, Predictor, SegData
 from genseg_bench.metrics import binarise, dice_per_case, jaccard_per_case
+from genseg_bench.models.backbones import seg_lr
 from genseg_bench.specs import Profile
 
 
@@ -37,20 +38,45 @@ def seg_loss(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits.to(dtype), masks.to(dtype))
 
 
+ParamGroups = Sequence[tuple[Iterable[nn.Parameter], str | None]]
+"""``(parameters, backbone)`` per network: each network's learning rate follows its backbone."""
+
+
 def make_seg_optimizer(
-    params: Iterator[nn.Parameter] | list[nn.Parameter], profile: Profile
+    params: Iterable[nn.Parameter] | ParamGroups, profile: Profile, backbone: str | None = None
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.ReduceLROnPlateau]:
-    """RMSprop (lr, momentum 0.9, weight decay) + ReduceLROnPlateau(mode=max), as in A.6."""
+    """RMSprop (lr, momentum 0.9, weight decay) + ReduceLROnPlateau(mode=max), as in A.6.
+
+    ``params`` of one network (whose ``backbone`` sets its rate), or ``(parameters,
+    backbone)`` pairs, one parameter group each (a semi-supervised pair of a CNN and a
+    transformer). A backbone's rate is the profile's, capped where the network does not
+    train above some rate (:data:`~genseg_bench.models.backbones.SEG_LR_MAX`); the
+    plateau floor is ``plateau_min_lr_factor`` of each group's own start.
+    """
+    items = list(params)
+    if items and isinstance(items[0], tuple):
+        groups = [(list(p), b) for p, b in items]  # type: ignore[misc]
+    else:
+        groups = [(items, backbone)]
+    lrs = [seg_lr(profile.seg_lr, b) for _, b in groups]
     opt = torch.optim.RMSprop(
-        params, lr=profile.seg_lr, momentum=profile.seg_momentum, weight_decay=profile.seg_weight_decay
+        [{"params": p, "lr": lr} for (p, _), lr in zip(groups, lrs, strict=True)],
+        lr=lrs[0],
+        momentum=profile.seg_momentum,
+        weight_decay=profile.seg_weight_decay,
     )
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
         opt,
         mode="max",
         patience=profile.plateau_patience,
-        min_lr=profile.seg_lr * profile.plateau_min_lr_factor,
+        min_lr=[lr * profile.plateau_min_lr_factor for lr in lrs],
     )
     return opt, sched
+
+
+def start_lrs(opt: torch.optim.Optimizer) -> list[float]:
+    """Each parameter group's starting learning rate (for the result: what a capped backbone ran at)."""
+    return [float(g.get("initial_lr", g["lr"])) for g in opt.param_groups]
 
 
 def autocast(ctx: FitContext) -> contextlib.AbstractContextManager[None]:

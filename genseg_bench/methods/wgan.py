@@ -98,6 +98,7 @@ from genseg_bench.methods.training import (
     sample_batch,
     seed_everything,
     seg_loss,
+    start_lrs,
 )
 from genseg_bench.models.generator import conv_backend
 from genseg_bench.models.segmenters import build_segmenter
@@ -347,7 +348,7 @@ class WGANMethod(Method):
             artifacts.append(str(save_samples_grid(pool, Path(ctx.out_dir) / SAMPLES_FILE)))
         gan_time = time.perf_counter() - start
 
-        opt, sched = make_seg_optimizer(model.parameters(), ctx.profile)
+        opt, sched = make_seg_optimizer(model.parameters(), ctx.profile, self.spec.backbone)
         monitor = TrainingMonitor(model, val, ctx, opt, sched, total=gan_its + ctx.iterations, offset=gan_its)
         model.train()
         for it in range(1, ctx.iterations + 1):
@@ -371,6 +372,7 @@ class WGANMethod(Method):
 
         extras: dict[str, Any] = {
             "empty_val_score": monitor.empty_score,
+            "seg_lr": start_lrs(opt)[0],
             "penalty": cfg.penalty,
             "n_critic": cfg.n_critic,
             "clip": cfg.clip_value,

@@ -31,6 +31,25 @@ BACKBONES_3D = ("unet", "unet3d")
 """Backbones of 3D tasks: both name the suite's compact 3D UNet."""
 NO_PRETRAINED = ("unet-classic", "unet3d")
 """Backbones that are always trained from scratch (a spec setting ``encoder_weights`` is wrong)."""
+SEG_LR_MAX: dict[str, float] = {"swinunet": 1e-4}
+"""The largest segmenter learning rate a backbone trains at with the suite's RMSprop, where it has one.
+
+SwinUnet from scratch collapses to predicting background at 2e-4 and above (see
+:mod:`genseg_bench.models.swin_unet`, *Learning rate*), so the ``cpu`` (3e-4),
+``quick`` and ``smoke`` (1e-3) profiles would record all-background runs and call
+them results. Every method that trains such a network (the supervised baselines,
+GenSeg's segmenter, a semi-supervised branch) takes ``min(profile lr, cap)`` for
+it (:func:`seg_lr`) and records the rate it used (``extras["seg_lr"]``); the
+``paper`` profile's 1e-5 is below the cap and unchanged. Data, not code: the cap
+is a property of the network with this optimiser, the same for every task.
+"""
+
+
+def seg_lr(profile_lr: float, backbone: str | None) -> float:
+    """The segmenter learning rate ``backbone`` trains at under a profile whose rate is ``profile_lr``."""
+    cap = SEG_LR_MAX.get(backbone or "")
+    return min(profile_lr, cap) if cap is not None else profile_lr
+
 
 _SMP = "segmentation_models_pytorch"
 

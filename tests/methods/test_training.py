@@ -95,3 +95,34 @@ def test_validations_on_empty_masks_arm_only_above_the_empty_score(
     monkeypatch.setattr(training, "validation_score", lambda *a, **k: next(script))
     _run(monitor, 4)
     assert monitor.armed_at == 3
+
+
+def test_a_capped_backbone_trains_at_its_cap_and_others_at_the_profile_rate() -> None:
+    """SwinUnet collapses above 1e-4 (models.backbones.SEG_LR_MAX): its rate is capped, a UNet's is not."""
+    profile = get_profile("cpu")  # seg_lr 3e-4, above the cap
+    net = nn.Linear(2, 1)
+    opt, _ = training.make_seg_optimizer(net.parameters(), profile, "swinunet")
+    assert training.start_lrs(opt) == [1e-4]
+    opt, _ = training.make_seg_optimizer(net.parameters(), profile, "unet")
+    assert training.start_lrs(opt) == [profile.seg_lr]
+    paper = get_profile("paper")  # 1e-5: below the cap, unchanged
+    opt, _ = training.make_seg_optimizer(net.parameters(), paper, "swinunet")
+    assert training.start_lrs(opt) == [paper.seg_lr]
+
+
+def test_a_pair_gets_one_group_per_network_each_with_its_own_rate_and_floor() -> None:
+    """CTBCT's UNet + SwinUnet: one optimiser, the transformer's group capped, each floor 1e-2 of its start."""
+    profile = get_profile("cpu")
+    cnn, transformer = nn.Linear(2, 1), nn.Linear(2, 1)
+    opt, sched = training.make_seg_optimizer(
+        [(cnn.parameters(), "unet"), (transformer.parameters(), "swinunet")], profile
+    )
+    assert training.start_lrs(opt) == [profile.seg_lr, 1e-4]
+    assert [list(g["params"]) for g in opt.param_groups] == [
+        list(cnn.parameters()),
+        list(transformer.parameters()),
+    ]
+    assert sched.min_lrs == [
+        profile.seg_lr * profile.plateau_min_lr_factor,
+        1e-4 * profile.plateau_min_lr_factor,
+    ]
