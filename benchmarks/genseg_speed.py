@@ -62,7 +62,6 @@ from genseg_bench.executors import COST_KEYS
 from genseg_bench.methods.base import FitContext, SegData
 from genseg_bench.methods.genseg import GenSegBatch, GenSegConfig, GenSegTrainer
 from genseg_bench.methods.training import autocast, make_seg_optimizer, prepare_model, sample_batch, seg_loss
-from genseg_bench.models.discriminator import PatchDiscriminator
 from genseg_bench.models.generator import conv_backend
 from genseg_bench.models.generators import GENERATORS, build_generator
 from genseg_bench.models.segmenters import build_segmenter
@@ -199,8 +198,10 @@ def main() -> None:
         cfg = GenSegConfig.model_validate(config)
         seg = prepare_model(build_segmenter(args.backbone, channels, dims), ctx, dims)
         gen = build_gen(cfg.generator, cfg.cells)
-        disc = PatchDiscriminator(channels, spatial, width=profile.gen_width, dims=dims)
-        gen, disc = prepare_model(gen, ctx, dims), prepare_model(disc, ctx, dims)  # type: ignore[assignment]
+        disc = gen.build_partner(channels, spatial, width=profile.gen_width)  # type: ignore[operator]
+        gen = prepare_model(gen, ctx, dims)
+        if disc is not None:  # BBDM has no level-1 partner
+            disc = prepare_model(disc, ctx, dims)
         return GenSegTrainer(cfg, gen, disc, seg, profile, amp=amp)  # type: ignore[arg-type]
 
     aug = GenSegConfig().augment_config()

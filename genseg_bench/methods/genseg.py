@@ -2,10 +2,11 @@
 
 Every iteration runs the three levels of A.2 with the one-step approximation of A.3:
 
-1. **GAN level.** ``L_gan(G, A, H)`` on real pairs (Pix2Pix: adversarial BCE +
-   ``lambda_l1`` * L1). ``g_G = grad_G L_gan`` with ``create_graph=True``, and
-   the lookahead ``G'`` (Eq. 5; see *Lookahead* below), a function of the alphas A
-   and of the discriminator weights H.
+1. **GAN level.** ``L_gan(G, A, H)`` on real pairs: the generator's own level-1
+   objective (Pix2Pix: adversarial BCE + ``lambda_l1`` * L1; see *Generators*).
+   ``g_G = grad_G L_gan`` with ``create_graph=True``, and the lookahead ``G'``
+   (Eq. 5; see *Lookahead* below), a function of the alphas A and of the partner's
+   weights H.
 2. **Segmentation level.** Augmented real masks go through G'
    (``torch.func.functional_call``); the generated images are *not* detached.
    ``g_S = grad_S [L_seg(S, (G'(M_aug), M_aug)) + gamma L_seg(S, real pairs)]``
@@ -107,15 +108,19 @@ at small extents (an 8^3 input with 16+ channels), which made every 3D run's
 weights NaN in its first iteration; PyTorch's native kernels are used instead.
 2D and CUDA are unchanged (tests/methods/test_genseg_3d.py).
 
-**Generators** (config ``generator``: ``"pix2pix"``, the paper's, or ``"spade"`` /
-``"asapnet"``, App. I, Fig. 9d). The three levels see G only through
+**Generators** (config ``generator``: ``"pix2pix"``, the paper's, ``"spade"`` /
+``"asapnet"``, App. I, Fig. 9d, or ``"bbdm"`` / ``"softintrovae"``, Fig. 9a-c). The
+three levels see G only through
 :class:`~genseg_bench.models.generators.MaskToImageGenerator`: ``G(masks)`` in
 [0, 1], its alphas apart from its weights, and no buffers, so
 ``functional_call(G, G', ...)`` is exactly the forward with the lookahead weights.
-Every generator is trained by the same GAN level (this H, this ``L_gan``), so a
-comparison changes the generator only; the searchable cells are the same
-(up)convolution cells in each (see each generator's module). Separate and
-End2End work for each alike.
+Level 1 is the generator's (:func:`generator_objective`, :func:`partner_objective`):
+``gen.build_partner`` gives H, ``gen.generator_loss`` and ``gen.partner_loss`` the
+two objectives. Pix2Pix, SPADE and ASAPNet share the default (PatchGAN H, adversarial
++ L1), so among them a comparison changes the generator only; BBDM has no H (its
+bridge denoising loss; no H optimiser and no H step), Soft-Intro VAE's H is its
+encoder. The searchable cells are (up)convolution cells in each (see each
+generator's module). Separate and End2End work for each alike.
 
 Variants are config, not copies (``MethodSpec.config``, see :class:`GenSegConfig`):
 ``separate`` trains the GAN first for ``gan_iterations``, freezes it, then trains
@@ -145,7 +150,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 from torch.func import functional_call
@@ -167,7 +171,10 @@ from genseg_bench.methods.training import (
     seg_loss,
     start_lrs,
 )
-from genseg_bench.models.discriminator import PatchDiscriminator
+from genseg_bench.models.discriminator import (  # noqa: F401 (re-exported: the conditional GAN's losses)
+    discriminator_loss,
+    generator_gan_loss,
+)
 from genseg_bench.models.generator import conv_backend
 from genseg_bench.models.generators import MaskToImageGenerator, build_generator, check_stateless
 from genseg_bench.models.segmenters import build_segmenter
@@ -201,27 +208,27 @@ def _no_timer(phase: str) -> None:
 # --- losses and the unrolled step -----------------------------------------------------------
 
 
-def _upcast(x: torch.Tensor) -> torch.Tensor:
-    """Losses in float32 or better: bf16 (autocast) is upcast, float64 (the gradient tests) is kept."""
-    return x.to(torch.promote_types(x.dtype, torch.float32))
+def generator_objective(
+    gen: nn.Module, partner: nn.Module | None, masks: torch.Tensor, images: torch.Tensor, lambda_l1: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Level 1's ``(L_G, fake)``: the generator's own objective (:meth:`MaskToImageGenerator.generator_loss`).
+
+    A module that is not a :class:`MaskToImageGenerator` (the reference tests' tiny
+    generator) gets the interface's default, the conditional GAN
+    (:func:`generator_gan_loss` with H = ``partner``).
+    """
+    if isinstance(gen, MaskToImageGenerator):
+        return gen.generator_loss(partner, masks, images, lambda_l1=lambda_l1)
+    return MaskToImageGenerator.generator_loss(gen, partner, masks, images, lambda_l1=lambda_l1)  # type: ignore[arg-type]
 
 
-def generator_gan_loss(
-    disc: nn.Module, masks: torch.Tensor, fake: torch.Tensor, images: torch.Tensor, lambda_l1: float
+def partner_objective(
+    gen: nn.Module, partner: nn.Module, masks: torch.Tensor, fake: torch.Tensor, images: torch.Tensor
 ) -> torch.Tensor:
-    """Pix2Pix generator objective: fool H on ``(mask, G(mask))`` + ``lambda_l1`` * L1 to the real image."""
-    logits = _upcast(disc(masks, fake))
-    adv = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
-    return adv + lambda_l1 * F.l1_loss(_upcast(fake), _upcast(images))
-
-
-def discriminator_loss(
-    disc: nn.Module, masks: torch.Tensor, fake: torch.Tensor, images: torch.Tensor
-) -> torch.Tensor:
-    """H's objective: real pairs -> 1, generated pairs -> 0 (one forward on both halves)."""
-    logits = _upcast(disc(torch.cat([masks, masks]), torch.cat([images, fake.detach()])))
-    target = torch.cat([torch.ones_like(logits[: len(masks)]), torch.zeros_like(logits[len(masks) :])])
-    return F.binary_cross_entropy_with_logits(logits, target)
+    """Level 1's objective of H (:meth:`MaskToImageGenerator.partner_loss`; default :func:`discriminator_loss`)."""
+    if isinstance(gen, MaskToImageGenerator):
+        return gen.partner_loss(partner, masks, fake, images)
+    return MaskToImageGenerator.partner_loss(gen, partner, masks, fake, images)  # type: ignore[arg-type]
 
 
 @dataclass
@@ -366,7 +373,7 @@ def _rule(rule: StepRule | None, eta: float | None, which: str) -> StepRule:
 
 def unrolled_step(
     gen: MaskToImageGenerator,
-    disc: nn.Module,
+    disc: nn.Module | None,
     seg: nn.Module,
     batch: GenSegBatch,
     *,
@@ -387,13 +394,14 @@ def unrolled_step(
     :func:`adam_lookahead`); exactly one of each pair. ``create_graph``: keep the
     graph of both gradient steps so that ``grad_A`` of ``val_loss`` exists (False
     gives the same values: what the finite-difference test evaluates). Without a
-    validation batch, ``val_loss`` and ``s_prime`` are None.
+    validation batch, ``val_loss`` and ``s_prime`` are None. ``disc`` is the
+    generator's level-1 partner H (None for a generator without one); level 1 is
+    :func:`generator_objective`.
     """
     g_rule, s_rule = _rule(g_step, eta_g, "g"), _rule(s_step, eta_s, "s")
     g_params = gen.named_weight_parameters()
     with amp():
-        fake = gen(batch.masks)
-        gan = generator_gan_loss(disc, batch.masks, fake, batch.images, lambda_l1)
+        gan, fake = generator_objective(gen, disc, batch.masks, batch.images, lambda_l1)
     g_grads = _grads(gan, list(g_params.values()), create_graph)
     timer("gan")
     g_prime = dict(zip(g_params, g_rule(list(g_params.values()), g_grads), strict=True))
@@ -476,7 +484,7 @@ class GenSegTrainer:
         self,
         cfg: GenSegConfig,
         gen: MaskToImageGenerator,
-        disc: nn.Module,
+        disc: nn.Module | None,
         seg: nn.Module,
         profile: Profile,
         amp: AmpFactory = _no_amp,
@@ -492,7 +500,8 @@ class GenSegTrainer:
         """L2 norm of the latest ``grad_A`` (on the device: read it at validation time only); None in warm-up."""
         check_stateless(gen)  # functional_call with G' must compute what the forward computes
         self.g_params = gen.weight_parameters()
-        self.d_params = list(disc.parameters())
+        self.d_params = list(disc.parameters()) if disc is not None else []
+        """H's weights: empty for a generator without a level-1 partner (BBDM), which takes no H step."""
         self.s_params = list(seg.parameters())
         self.arch = gen.arch_parameters() if cfg.unrolled else []
         if cfg.unrolled and not self.arch:
@@ -501,7 +510,7 @@ class GenSegTrainer:
             for a in gen.arch_parameters():
                 a.requires_grad_(False)  # alphas stay at their initial (uniform) mixing
         self.opt_g = _adam(self.g_params, profile.gen_lr, profile.gen_weight_decay)
-        self.opt_d = _adam(self.d_params, profile.gen_lr, profile.gen_weight_decay)
+        self.opt_d = _adam(self.d_params, profile.gen_lr, profile.gen_weight_decay) if self.d_params else None
         self.opt_a = _adam(self.arch, profile.arch_lr, profile.arch_weight_decay) if self.arch else None
         # the segmenter's rate follows its backbone (SwinUnet is capped: models.backbones.SEG_LR_MAX)
         self.opt_s, self.sched = make_seg_optimizer(self.s_params, profile, seg_backbone)
@@ -558,9 +567,7 @@ class GenSegTrainer:
             arch_grads = hypergradient(step, self.arch)
             self.hypergrad_norm = torch.linalg.vector_norm(torch.cat([g.flatten() for g in arch_grads]))
             timer("hyper")
-        with self.amp():
-            d_loss = discriminator_loss(self.disc, batch.masks, step.fake, batch.images)
-        d_grads = _grads(d_loss, self.d_params, False)
+        d_grads = self._partner_grads(batch.masks, step.fake, batch.images)
         timer("disc")
         assert step.val_loss is not None and step.s_prime is not None
         if self.record_steps:
@@ -579,7 +586,8 @@ class GenSegTrainer:
         if search:
             _apply(self.opt_a, self.arch, arch_grads)
         _apply(self.opt_g, self.g_params, step.g_grads)
-        _apply(self.opt_d, self.d_params, d_grads)
+        if self.opt_d is not None:
+            _apply(self.opt_d, self.d_params, d_grads)
         _apply(self.opt_s, self.s_params, step.s_grads)
         timer("update")
         return StepLosses(step.gan_loss.detach(), step.seg_loss.detach(), step.val_loss.detach())
@@ -591,15 +599,23 @@ class GenSegTrainer:
 
     def _gan_step(self, masks: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
         with self.amp():
-            fake = self.gen(masks)
-            gan = generator_gan_loss(self.disc, masks, fake, images, self.cfg.lambda_l1)
+            gan, fake = generator_objective(self.gen, self.disc, masks, images, self.cfg.lambda_l1)
         g_grads = _grads(gan, self.g_params, False)
-        with self.amp():
-            d_loss = discriminator_loss(self.disc, masks, fake, images)
-        d_grads = _grads(d_loss, self.d_params, False)
+        d_grads = self._partner_grads(masks, fake, images)
         _apply(self.opt_g, self.g_params, g_grads)
-        _apply(self.opt_d, self.d_params, d_grads)
+        if self.opt_d is not None:
+            _apply(self.opt_d, self.d_params, d_grads)
         return gan.detach()
+
+    def _partner_grads(
+        self, masks: torch.Tensor, fake: torch.Tensor, images: torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
+        """The gradient of H's level-1 objective in H's weights; none without a partner."""
+        if self.disc is None:
+            return ()
+        with self.amp():
+            d_loss = partner_objective(self.gen, self.disc, masks, fake, images)
+        return _grads(d_loss, self.d_params, False)
 
     def segmenter_step(
         self, masks: torch.Tensor, images: torch.Tensor, aug_masks: torch.Tensor
@@ -723,8 +739,12 @@ class GenSegMethod(Method):
 
     def build(
         self, train: SegData, ctx: FitContext, cfg: GenSegConfig
-    ) -> tuple[MaskToImageGenerator, PatchDiscriminator, nn.Module]:
-        """G, H and S on the device (S built exactly as the supervised baselines build it)."""
+    ) -> tuple[MaskToImageGenerator, nn.Module | None, nn.Module]:
+        """G, H and S on the device (S built exactly as the supervised baselines build it).
+
+        H is the generator's level-1 partner (:meth:`MaskToImageGenerator.build_partner`):
+        the PatchGAN discriminator for the GANs, the encoder for Soft-Intro VAE, None for BBDM.
+        """
         channels, dims = int(train.images.shape[1]), train.dims
         spatial = tuple(int(s) for s in train.images.shape[2:])
         seg = build_segmenter(
@@ -741,9 +761,11 @@ class GenSegMethod(Method):
             dims=dims,
             dropout=cfg.generator_dropout,
         )
-        disc = PatchDiscriminator(channels, spatial, width=width, dims=dims)
-        gen, disc = prepare_model(gen, ctx, dims), prepare_model(disc, ctx, dims)
-        return gen, disc, seg  # type: ignore[return-value]
+        disc = gen.build_partner(channels, spatial, width=width)
+        gen = prepare_model(gen, ctx, dims)  # type: ignore[assignment]
+        if disc is not None:
+            disc = prepare_model(disc, ctx, dims)
+        return gen, disc, seg
 
     def fit(self, train: SegData, val: SegData, ctx: FitContext) -> FitResult:
         cfg = GenSegConfig.from_spec(self.spec)
@@ -780,7 +802,7 @@ class GenSegMethod(Method):
                     seen = 0
                 else:  # per-iteration progress carries no metrics (no host sync)
                     ctx.progress(it, total, {})
-            for p in (*gen.parameters(), *disc.parameters()):
+            for p in (*gen.parameters(), *(disc.parameters() if disc is not None else ())):
                 p.requires_grad_(False)  # frozen from here on
 
         monitor = TrainingMonitor(
@@ -795,7 +817,8 @@ class GenSegMethod(Method):
         real_per_update = bs if cfg.gamma > 0 else 0
         seg.train()
         gen.train()
-        disc.train()
+        if disc is not None:
+            disc.train()
         for it in range(1, ctx.iterations + 1):
             images, masks = sample_batch(train, bs, rng)
             aug_masks = augment_masks(masks, aug, rng)

@@ -10,6 +10,11 @@ backward pass), and a network without running statistics is the same function
 in every pass. The number of stride-2 layers adapts to the input (3 at 70x70
 receptive field as in Pix2Pix, fewer for inputs under 24 px) so every layer
 keeps at least 3 pixels per side.
+
+The conditional GAN objective of both players is here too (:func:`generator_gan_loss`,
+:func:`discriminator_loss`): it is the default level 1 of every GenSeg generator
+(:class:`~genseg_bench.models.generators.MaskToImageGenerator`), which a generator with
+its own objective (BBDM, Soft-Intro VAE) replaces.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import math
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -58,3 +64,26 @@ class PatchDiscriminator(nn.Module):
 
     def forward(self, masks: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
         return self.net(torch.cat([masks * 2 - 1, images * 2 - 1], 1))
+
+
+def _upcast(x: torch.Tensor) -> torch.Tensor:
+    """Losses in float32 or better: bf16 (autocast) is upcast, float64 (the gradient tests) is kept."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
+def generator_gan_loss(
+    disc: nn.Module, masks: torch.Tensor, fake: torch.Tensor, images: torch.Tensor, lambda_l1: float
+) -> torch.Tensor:
+    """Pix2Pix generator objective: fool H on ``(mask, G(mask))`` + ``lambda_l1`` * L1 to the real image."""
+    logits = _upcast(disc(masks, fake))
+    adv = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
+    return adv + lambda_l1 * F.l1_loss(_upcast(fake), _upcast(images))
+
+
+def discriminator_loss(
+    disc: nn.Module, masks: torch.Tensor, fake: torch.Tensor, images: torch.Tensor
+) -> torch.Tensor:
+    """H's objective: real pairs -> 1, generated pairs -> 0 (one forward on both halves)."""
+    logits = _upcast(disc(torch.cat([masks, masks]), torch.cat([images, fake.detach()])))
+    target = torch.cat([torch.ones_like(logits[: len(masks)]), torch.zeros_like(logits[len(masks) :])])
+    return F.binary_cross_entropy_with_logits(logits, target)

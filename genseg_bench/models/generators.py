@@ -30,6 +30,27 @@ modification (Fig. 1c) to their generators" without saying which convolutions;
 here every generator gets cells on its resolution-changing convolutions, as
 Pix2Pix has them (each module's docstring says which).
 
+**Level 1 is the generator's** (:meth:`MaskToImageGenerator.build_partner`,
+:meth:`~MaskToImageGenerator.generator_loss`, :meth:`~MaskToImageGenerator.partner_loss`).
+GenSeg's trainer asks the generator for its level-1 partner network H and for both
+objectives, so that a generator with a training objective of its own keeps it inside
+GenSeg (paper App. I swaps the generator *model*, with its way of being trained):
+
+* the default, for Pix2Pix, SPADE and ASAPNet, is Pix2Pix's conditional GAN: H is a
+  :class:`~genseg_bench.models.discriminator.PatchDiscriminator`, G's objective
+  adversarial BCE + ``lambda_l1`` * L1, H's real-vs-generated BCE;
+* BBDM has no partner (``build_partner`` returns None): its objective is the
+  Brownian bridge's denoising loss, and the trainer takes no H step;
+* Soft-Intro VAE's partner is its encoder, which plays the introspective game
+  against the decoder G.
+
+``generator_loss(partner, masks, images)`` returns ``(L_G, fake)`` computed on the
+module itself: the unrolled step differentiates ``L_G`` with respect to G's weights
+with ``create_graph`` and forms G' from that gradient, and level 2 evaluates
+``functional_call(gen, G', (masks,))``, i.e. :meth:`~MaskToImageGenerator.forward`
+(mask -> image sample) with the lookahead weights. ``fake`` is the generated batch
+the partner's objective reads (``partner_loss(partner, masks, fake, images)``).
+
 Generators are selected by name (``GenSegConfig.generator``) through
 :data:`GENERATORS`, imported on first use so that importing one generator does not
 import the others.
@@ -44,6 +65,8 @@ from typing import TYPE_CHECKING, ClassVar
 
 import torch
 from torch import nn
+
+from genseg_bench.models import discriminator as conditional_gan
 
 if TYPE_CHECKING:
     from genseg_bench.models.generator import CellMode, SearchableCell
@@ -83,6 +106,37 @@ class MaskToImageGenerator(nn.Module, abc.ABC):
         dropout: float,
     ) -> MaskToImageGenerator:
         """The generator from GenSeg's settings (:func:`build_generator`): one signature for every generator."""
+
+    # -- level 1 (module docstring, *Level 1 is the generator's*) ---------------------------
+
+    def build_partner(self, channels: int, spatial: Sequence[int], *, width: int) -> nn.Module | None:
+        """The network level 1 trains G against (H), or None for a generator trained alone.
+
+        Default: Pix2Pix's conditional PatchGAN discriminator on ``(mask, image)``,
+        ``width`` its base channel count (the profile's ``gen_width``).
+        """
+        return conditional_gan.PatchDiscriminator(channels, spatial, width=width, dims=self.dims)
+
+    def generator_loss(
+        self, partner: nn.Module | None, masks: torch.Tensor, images: torch.Tensor, *, lambda_l1: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(L_G, fake)``: G's level-1 objective on real pairs, and the generated batch H's objective reads.
+
+        Differentiable in G's weights and alphas (GenSeg takes its gradient with
+        ``create_graph``). Default: the conditional GAN, ``fake = G(masks)``,
+        ``L_G = BCE(H(masks, fake), 1) + lambda_l1 * |fake - images|_1``.
+        """
+        fake = self(masks)
+        return conditional_gan.generator_gan_loss(partner, masks, fake, images, lambda_l1), fake  # type: ignore[arg-type]
+
+    def partner_loss(
+        self, partner: nn.Module, masks: torch.Tensor, fake: torch.Tensor, images: torch.Tensor
+    ) -> torch.Tensor:
+        """H's level-1 objective (minimised in H's weights; only those are stepped by it).
+
+        Default: the discriminator's BCE, real pairs -> 1, generated (detached) -> 0.
+        """
+        return conditional_gan.discriminator_loss(partner, masks, fake, images)
 
     def arch_parameters(self) -> list[nn.Parameter]:
         """The architecture A: one alpha vector per cell (empty for fixed and single-branch cells)."""

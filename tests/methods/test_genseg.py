@@ -22,7 +22,6 @@ from torch import nn
 from genseg_bench.catalog import Catalog
 from genseg_bench.data.store import Store
 from genseg_bench.errors import DataError, SpecError
-from genseg_bench.methods import genseg as genseg_module
 from genseg_bench.methods.base import FitContext, SegData
 from genseg_bench.methods.genseg import (
     GenSegBatch,
@@ -32,6 +31,7 @@ from genseg_bench.methods.genseg import (
     hypergradient,
     unrolled_step,
 )
+from genseg_bench.models import discriminator as conditional_gan
 from genseg_bench.models.discriminator import PatchDiscriminator
 from genseg_bench.models.generator import SearchableCell, SearchableGenerator
 from genseg_bench.profiles import get_profile
@@ -349,12 +349,13 @@ def test_validation_set_smaller_than_a_batch(tmp_path: Path) -> None:
 def test_nan_gan_loss_is_recorded_as_a_failed_run_and_the_grid_goes_on(
     catalog: Catalog, store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = genseg_module.generator_gan_loss
+    real = conditional_gan.generator_gan_loss
 
     def nan_loss(*args: object, **kwargs: object) -> torch.Tensor:
         return real(*args, **kwargs) * float("nan")  # type: ignore[arg-type]
 
-    monkeypatch.setattr(genseg_module, "generator_gan_loss", nan_loss)
+    # where the generators' default level 1 (MaskToImageGenerator.generator_loss) looks it up
+    monkeypatch.setattr(conditional_gan, "generator_gan_loss", nan_loss)
     s = run_grid(catalog, "synthetic-genseg", ["genseg-unet", "unet"], [8], [0], SMOKE, store, tmp_path, CPU)
     by_method = {r.spec.method: r for r in s.ran}
     failed = by_method["genseg-unet"]
