@@ -329,6 +329,31 @@ def check_unlabelled(task: TaskSpec, methods: Sequence[MethodSpec]) -> None:
         )
 
 
+def check_requirements(methods: Sequence[MethodSpec]) -> None:
+    """Every optional package the methods' kinds need is installed (``MethodConfig.requires``).
+
+    Before any data is read: a grid that names ``nnunet`` without ``nnunetv2`` fails
+    once, with the install command, instead of recording a failed run per cell.
+    """
+    import importlib.util
+
+    from genseg_bench.methods.registry import config_model
+
+    missing: dict[tuple[str, str], list[str]] = {}
+    for m in methods:
+        need = getattr(config_model(m.kind), "requires", None)
+        if need is not None and importlib.util.find_spec(need[0]) is None:
+            missing.setdefault(need, []).append(m.name)
+    if missing:
+        raise SpecError(
+            "; ".join(
+                f"method(s) {', '.join(names)} need the package {module!r}, which is not installed: {hint}"
+                for (module, hint), names in missing.items()
+            )
+            + ". Or leave those methods out (--methods)."
+        )
+
+
 def _seg_data(p: PreparedSet, ids: list[str], size: int, channels: int, device: torch.device) -> SegData:
     images, masks = to_tensors(p, p.index(ids), size, channels, device)
     return SegData(images=images, masks=masks, case_ids=list(ids))
@@ -422,6 +447,8 @@ def run_job(
             ids = data.split.test if ts.split == "test" else p.case_ids
             test = _seg_data(p, ids, size, task.channels, device)
             scores[ts.name] = evaluate(fit.predictor.predict, test, max(profile.batch_size, 16))
+        if fit.segmenter is not None:  # a method that builds its own network says what it built
+            base["segmenter"] = fit.segmenter
         result = RunResult(
             **base,
             status="ok",
@@ -626,6 +653,7 @@ def plan_grid(
     sizes = list(sizes or task.train_sizes)
     check_grid_values(sizes, seeds, profile)
     check_unlabelled(task, methods)
+    check_requirements(methods)
     check_model_input(task, methods, run_image_size(task, profile))
     run_size = run_image_size(task, profile)
     data = load_task_data(task, store, run_size)

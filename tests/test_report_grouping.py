@@ -246,3 +246,11 @@ def test_a_run_the_rules_would_not_have_changed_counts_under_them(task: TaskSpec
     assert "seed 1: recorded before the plateau rules; replayed: same lr schedule under them" in merged.flags
     apart = next(r for r in rows if r.n_seeds == 1)
     assert apart.seeds == [2] and apart.split == ("profile settings",)
+
+
+def test_the_budget_column_shows_a_methods_own_batch(task: TaskSpec, catalog: Catalog) -> None:
+    """nnU-Net trains at the batch its plans choose and records it: the column says that, not the profile's."""
+    r = _result(task, catalog, 0, 0.5)
+    assert rep.run_context(task, r).budget == f"{r.iterations} it × {get_profile('quick').batch_size}"
+    own = r.model_copy(update={"budget": {"updates": r.iterations, "batch_size": 12}})
+    assert rep.run_context(task, own).budget == f"{r.iterations} it × 12"

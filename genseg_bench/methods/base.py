@@ -105,6 +105,9 @@ class FitResult:
     """Per validation: iteration, val_score, lr, losses (:class:`~genseg_bench.methods.training.TrainingMonitor`)."""
     budget: dict[str, int] = field(default_factory=dict)
     """Segmenter updates and images processed (:meth:`TrainingMonitor.budget`)."""
+    segmenter: dict[str, str] | None = None
+    """The network trained, when the method builds its own (nnU-Net plans one): replaces the result's
+    ``segmenter``, which otherwise describes what the spec's backbone builds."""
 
 
 class Method(ABC):

@@ -38,6 +38,12 @@ class MethodConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    requires: ClassVar[tuple[str, str] | None] = None
+    """(module, install command) of an optional package the kind needs (nnU-Net's ``nnunetv2``), or None.
+
+    :func:`genseg_bench.runner.check_requirements` looks it up before a grid starts, so a
+    missing package is one error naming the install command, not a failed run per cell."""
+
     def resolved(self) -> dict[str, Any]:
         """Every setting with its default filled in, as JSON values: what the run identity hashes."""
         return self.model_dump(mode="json")
@@ -352,6 +358,9 @@ class NnUNetConfig(MethodConfig):
     the checkpoint rule) and nnU-Net's own switches. Defaults are nnU-Net's, except where
     the suite's rules need another value (each key says which).
     """
+
+    requires: ClassVar[tuple[str, str] | None] = ("nnunetv2", "pip install 'genseg-bench[nnunet]'")
+    """(module, install command): the package a run of this kind imports; checked before any grid runs."""
 
     planner: Literal["default", "resenc-m", "resenc-l", "resenc-xl"] = "default"
     """``default``: nnU-Net's original planner (``ExperimentPlanner``, plans ``nnUNetPlans``, PlainConvUNet);

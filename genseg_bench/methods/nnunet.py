@@ -462,7 +462,22 @@ class NnUNetMethod(Method):
             },
         }
         output = Path(summary["output_folder"])
+        net = summary["network"]
         return FitResult(
+            segmenter={
+                "backbone": self.spec.backbone,
+                "architecture": (
+                    f"nnU-Net {summary['configuration']} {net.get('class')} "
+                    f"({net.get('n_stages', '?')} stages, features {net.get('features_per_stage', '?')}, "
+                    f"{net.get('parameters', '?')} parameters), planned by nnU-Net {nnunet_version}"
+                ),
+                "encoder": "none",
+                "weights": "none",
+                "weights_source": "none (random initialisation, trained from scratch)",
+                "normalisation": ", ".join(map(str, summary.get("normalization_schemes") or []))
+                or "nnU-Net's",
+                "input": f"patch {summary['patch_size']}, batch {batch} (nnU-Net's plans)",
+            },
             predictor=predictor,
             best_val_score=float(summary["best_val_score"]),
             best_iteration=int(summary["best_iteration"]),
@@ -483,5 +498,6 @@ class NnUNetMethod(Method):
                 "generated_images_seen": 0,
                 "eval_every": budget.validate_every_epochs * budget.iterations_per_epoch,
                 "real_per_update": batch,
+                "batch_size": batch,
             },
         )

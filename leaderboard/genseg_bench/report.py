@@ -193,7 +193,8 @@ def run_context(task: TaskSpec, r: RunResult) -> RunContext:
     """
     prof = profile_of(r)
     iterations = prof.get("iterations") or r.iterations
-    batch = prof.get("batch_size")
+    # a method that sets its own batch (nnU-Net's plans) records it in its budget
+    batch = r.budget.get("batch_size") or prof.get("batch_size")
     budget = (
         f"{iterations} it × {batch}" if iterations and batch else (f"{iterations} it" if iterations else "-")
     )

@@ -89,6 +89,24 @@ def test_missing_package_names_the_install_command(monkeypatch: pytest.MonkeyPat
     assert not (tmp_path / "nnunet").exists()
 
 
+def test_a_grid_without_the_package_fails_before_any_data_is_read(
+    catalog: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """One error with the install command, not a failed run recorded for every cell of the grid."""
+    from genseg_bench.data.store import Store
+    from genseg_bench.runner import plan_grid
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "nnunetv2" else real(name, *a)
+    )
+    store = Store(tmp_path / "no-store")
+    with pytest.raises(SpecError, match=r"nnunet need the package 'nnunetv2'.*genseg-bench\[nnunet\]"):
+        plan_grid(catalog, "synthetic", ["unet", "nnunet"], [8], [0], get_profile("smoke"), store, tmp_path)
+    assert not (tmp_path / "no-store").exists()
+    plan_grid(catalog, "synthetic", ["unet"], [8], [0], get_profile("smoke"), store, tmp_path)  # others run
+
+
 def test_budget_is_the_profiles_iterations_in_nnunet_epochs() -> None:
     cpu = get_profile("cpu")  # 800 iterations, validation every 50
     b = nnunet.Budget.from_profile(cpu, NnUNetConfig())
@@ -203,6 +221,10 @@ def test_budget_and_plans_are_recorded(trained: tuple[FitResult, SegData, SegDat
     assert rec["network"]["class"].endswith("PlainConvUNet") and rec["network"]["parameters"] > 0
     assert rec["version"] == rec["versions"]["nnunetv2"]
     assert fit.budget["updates"] == 6 and fit.budget["images_seen"] == 6 * rec["batch_size"]
+    assert fit.budget["batch_size"] == rec["batch_size"]  # the report's budget column reads it
+    # the result's segmenter is what nnU-Net built, not what the spec's placeholder backbone would
+    assert fit.segmenter is not None and "PlainConvUNet" in fit.segmenter["architecture"]
+    assert f"batch {rec['batch_size']}" in fit.segmenter["input"]
     assert fit.trajectory["iteration"] == [3, 6]
     assert fit.best_iteration in (3, 6) and 0.0 <= fit.best_val_score <= 1.0
     assert all(Path(a).is_file() for a in fit.artifacts)
