@@ -26,8 +26,15 @@ from genseg_bench.errors import SpecError
 if TYPE_CHECKING:
     from genseg_bench.specs import MethodSpec
 
-GeneratorName = Literal["pix2pix", "spade", "asapnet"]
+GeneratorName = Literal["pix2pix", "spade", "asapnet", "bbdm", "softintrovae"]
 """GenSeg's mask-to-image generators (torch-free copy of ``genseg_bench.models.generators.GENERATORS``' names)."""
+
+OWN_OBJECTIVE_GENERATORS: tuple[str, ...] = ("bbdm", "softintrovae")
+"""Generators trained by their own level-1 objective, not the conditional GAN: ``lambda_l1`` does not reach them.
+
+It is not refused (the specs that extend genseg-unet inherit its ``lambda_l1 = 100``); it
+leaves their run identity instead (:meth:`GenSegConfig.resolved`).
+"""
 
 _RANGES = AugmentConfig()
 """Default augmentation ranges: one source for the baselines, GenSeg and the augmentation code."""
@@ -169,13 +176,16 @@ class GenSegConfig(AugmentRanges):
         out keeps the run id of every Pix2Pix spec what it was, so those results
         stay the runs of today's specs; any other generator is a different
         identity. ``dropout`` is dropped for generators without dropout layers
-        (it does not reach them).
+        and ``lambda_l1`` for those with their own level-1 objective (neither
+        reaches them).
         """
         out = {**super().resolved(), "end_to_end": self.unrolled}
         if self.generator == "pix2pix":
             del out["generator"]
         else:
             del out["dropout"]
+        if self.generator in OWN_OBJECTIVE_GENERATORS:
+            del out["lambda_l1"]
         return out
 
     @classmethod

@@ -188,6 +188,8 @@ GENERATORS: dict[str, str] = {
     "pix2pix": "genseg_bench.models.generator:SearchableGenerator",
     "spade": "genseg_bench.models.spade:SPADEGenerator",
     "asapnet": "genseg_bench.models.asapnet:ASAPNetGenerator",
+    "bbdm": "genseg_bench.models.bbdm:BBDMGenerator",
+    "softintrovae": "genseg_bench.models.soft_intro_vae:SoftIntroVAEGenerator",
 }
 """Generator name -> ``module:Class``; the names are ``GenSegConfig.generator``'s choices."""
 

@@ -1,4 +1,4 @@
-"""GenSeg's generators behind one interface: Pix2Pix, SPADE and ASAPNet.
+"""GenSeg's generators behind one interface: Pix2Pix, SPADE, ASAPNet, BBDM and Soft-Intro VAE.
 
 Each generator maps masks to images of the right shape in [0, 1], splits its
 parameters into the alphas A and the weights G, holds no buffers, and receives
@@ -6,7 +6,9 @@ the segmentation losses' gradient through ``functional_call`` with the lookahead
 G' (End2End); GenSeg trains with each in End2End and Separate mode on a tiny
 embedded task. Plus what defines SPADE (the mask enters every normalisation)
 and ASAPNet (pixelwise MLPs per tile, with a positional encoding), and that the
-``generator`` key leaves the Pix2Pix run identities as they were.
+``generator`` key leaves the Pix2Pix run identities as they were. What defines
+BBDM and Soft-Intro VAE (their bridge and ELBO terms, their own level 1) is in
+tests/models/test_bbdm.py and tests/models/test_soft_intro_vae.py.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ CELLS_AT_32 = {
     "pix2pix": {f"enc{i}" for i in range(5)} | {f"dec{i}" for i in range(5)},
     "spade": {"up1", "up2"},  # 32 px: two upsampling steps from 8 px
     "asapnet": {"down1"},  # 32 px: tiles of 2 x 2, one stride-2 cell
+    "bbdm": {"down1", "down2", "down3", "up1", "up2", "up3"},  # 32 px: the denoiser's bottom is 4 px
+    "softintrovae": {"up1", "up2", "up3"},  # 32 px: the decoder starts at 4 px
 }
 
 
@@ -115,9 +119,10 @@ def test_volumes_and_what_is_refused() -> None:
     for name in ("pix2pix", "spade"):
         vol = _gen(name, (12, 20, 16), dims=3)(torch.zeros(1, 1, 12, 20, 16))
         assert vol.shape == (1, 3, 12, 20, 16)
-    with pytest.raises(ValueError, match="2D only"):
-        _gen("asapnet", (16, 16, 16), dims=3)
-    for name in ("spade", "asapnet"):
+    for name in ("asapnet", "bbdm", "softintrovae"):
+        with pytest.raises(ValueError, match="2D only"):
+            _gen(name, (16, 16, 16), dims=3)
+    for name in ("spade", "asapnet", "bbdm", "softintrovae"):
         with pytest.raises(ValueError, match="no dropout"):
             _gen(name, dropout=0.5)
     with pytest.raises(ValueError, match="unknown generator"):
@@ -142,7 +147,7 @@ def test_segmentation_losses_reach_the_weights_and_the_alphas_through_the_lookah
     with torch.no_grad():  # away from the uniform start, so every alpha has its own derivative
         for a in gen.arch_parameters():  # type: ignore[operator]
             a.normal_(0.0, 0.5)
-    disc = PatchDiscriminator(3, (32, 32), width=2)
+    disc = gen.build_partner(3, (32, 32), width=2)  # type: ignore[operator]  # H: the generator's own
     seg = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Tanh(), nn.Conv2d(4, 1, 3, padding=1))
     step = unrolled_step(gen, disc, seg, _batch(), eta_g=1e-1, eta_s=1e-1, gamma=1.0, lambda_l1=100.0)  # type: ignore[arg-type]
     assert step.generated.requires_grad
