@@ -151,36 +151,53 @@ def check_model_input(
     (an outside package); a model that cannot be built on ``meta`` is left to the
     run itself. Neither is checked here.
     """
-    from genseg_bench.models.segmenters import build_segmenter
+    from genseg_bench.methods.config import parse_config
+    from genseg_bench.methods.registry import config_model
 
     seen: set[tuple[str, str]] = set()
     for m in methods:
-        if (m.backbone, m.encoder) in seen:
-            continue
-        seen.add((m.backbone, m.encoder))
-        try:
-            with torch.device("meta"):
-                net = build_segmenter(m.backbone, task.channels, task.dims, m.encoder, None)
-        except Exception:  # see the docstring: the run reports what is wrong with this backbone
-            continue
-        shape = (size,) * task.dims
-        try:
-            with torch.no_grad():
-                out = net.eval()(torch.zeros(1, task.channels, *shape, device="meta"))
-            if tuple(out.shape[2:]) != shape:
-                raise ValueError(f"a {size}px input gives a {tuple(out.shape[2:])} output")
-        except Exception as exc:
-            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            stride = getattr(getattr(net, "encoder", None), "output_stride", None)
-            fix = (
-                f"it takes sides that are a multiple of {stride}, e.g. {option} {_multiples_near(size, stride)}"
-                if isinstance(stride, int) and stride > 1
-                else f"use a larger size, e.g. {option} 64"
-            )
-            raise ValueCheckError(
-                f"{option} {size} does not fit method {m.name!r} (backbone {m.backbone}, encoder {m.encoder}): "
-                f"{fix}. The model said: {reason}"
-            ) from None
+        model = config_model(m.kind)
+        others = parse_config(model, m.config, f"method {m.name!r}").other_networks() if model else []
+        for backbone, encoder in [(m.backbone, m.encoder), *others]:
+            if (backbone, encoder) in seen:
+                continue
+            seen.add((backbone, encoder))
+            _check_one_network(task, m.name, backbone, encoder, size, option)
+
+
+def _check_one_network(
+    task: TaskSpec, method: str, backbone: str, encoder: str, size: int, option: str
+) -> None:
+    """:func:`check_model_input` for one network: a ``size``-pixel input gives a ``size``-pixel output."""
+    from genseg_bench.models.segmenters import build_segmenter
+
+    try:
+        with torch.device("meta"):
+            net = build_segmenter(backbone, task.channels, task.dims, encoder, None)
+    except Exception:  # see check_model_input: the run reports what is wrong with this backbone
+        return
+    shape = (size,) * task.dims
+    try:
+        with torch.no_grad():
+            out = net.eval()(torch.zeros(1, task.channels, *shape, device="meta"))
+        if tuple(out.shape[2:]) != shape:
+            raise ValueError(f"a {size}px input gives a {tuple(out.shape[2:])} output")
+    except GensegBenchError as exc:  # the suite's own networks say which sizes they take
+        raise ValueCheckError(
+            f"{option} {size} does not fit method {method!r} (backbone {backbone}): {exc}"
+        ) from None
+    except Exception as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        stride = getattr(getattr(net, "encoder", None), "output_stride", None)
+        fix = (
+            f"it takes sides that are a multiple of {stride}, e.g. {option} {_multiples_near(size, stride)}"
+            if isinstance(stride, int) and stride > 1
+            else f"use a larger size, e.g. {option} 64"
+        )
+        raise ValueCheckError(
+            f"{option} {size} does not fit method {method!r} (backbone {backbone}, encoder {encoder}): "
+            f"{fix}. The model said: {reason}"
+        ) from None
 
 
 @dataclass

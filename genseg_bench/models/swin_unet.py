@@ -85,6 +85,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from genseg_bench.errors import GensegBenchError
 from genseg_bench.models.pretrained import WeightsError
 
 __all__ = [
@@ -113,8 +114,11 @@ MASK_VALUE = -100.0
 """Added to the attention logits between tokens of different sub-windows (the reference's value)."""
 
 
-class SwinUnetSizeError(ValueError):
-    """An input whose size the window geometry cannot tile; the message lists the sizes that work."""
+class SwinUnetSizeError(GensegBenchError, ValueError):
+    """An input whose size the window geometry cannot tile; the message lists the sizes that work.
+
+    A :class:`GensegBenchError`: its message is a complete fix, which the size check before a grid
+    (:func:`genseg_bench.runner.check_model_input`) passes on as it is."""
 
 
 @dataclass(frozen=True)

@@ -162,9 +162,22 @@ def test_the_runner_refuses_an_unsupported_profile_size_before_training(catalog:
     from genseg_bench.values import ValueCheckError
 
     task = catalog.task("synthetic")
-    with pytest.raises(ValueCheckError, match="32, 64, 128, 256"):
+    with pytest.raises(ValueCheckError, match="32, 64, 128, 256") as err:
         check_model_input(task, [catalog.method("swinunet")], 96)
+    assert "larger size" not in str(err.value)  # the network's own list of sizes, not a generic guess
     check_model_input(task, [catalog.method("swinunet")], 64)
+
+
+def test_the_size_check_covers_a_methods_second_network(catalog: Catalog) -> None:
+    """CTBCT's Swin-Unet branch and MCF's DeepLabV3+ subnet are built too: a size they refuse fails first."""
+    from genseg_bench.values import ValueCheckError
+
+    task = catalog.task("synthetic-semi")
+    check_model_input(task, [catalog.method("unet")], 96)  # the UNet alone takes 96 px
+    with pytest.raises(ValueCheckError, match=r"'ctbct-unet' \(backbone swinunet\).*32, 64, 128"):
+        check_model_input(task, [catalog.method("ctbct-unet")], 96)
+    with pytest.raises(ValueCheckError, match=r"'mcf-unet' \(backbone deeplabv3plus.*multiple of 16"):
+        check_model_input(task, [catalog.method("mcf-unet")], 40)
 
 
 def test_3d_input_and_wrong_channels_are_clear_errors() -> None:

@@ -55,6 +55,14 @@ class MethodConfig(BaseModel):
         """Every setting with its default filled in, as JSON values: what the run identity hashes."""
         return self.model_dump(mode="json")
 
+    def other_networks(self) -> list[tuple[str, str]]:
+        """``(backbone, encoder)`` of every network the kind builds besides the spec's own backbone.
+
+        So the size check before a grid (:func:`genseg_bench.runner.check_model_input`) covers
+        a semi-supervised pair's second network too, not only the one the spec names.
+        """
+        return []
+
 
 C = TypeVar("C", bound=MethodConfig)
 
@@ -344,6 +352,9 @@ class MCFConfig(SemiSupervisedConfig):
 
     _second_known = field_validator("second_backbone")(_known_backbone)
 
+    def other_networks(self) -> list[tuple[str, str]]:
+        return [(self.second_backbone, self.second_encoder)]
+
 
 class CTBCTConfig(SemiSupervisedConfig):
     """Config of ``kind = "ctbct"`` (cross teaching between CNN and Transformer). Defaults: SSL4MIS.
@@ -358,6 +369,9 @@ class CTBCTConfig(SemiSupervisedConfig):
     branch_encoder: str = "resnet18"
 
     _branch_known = field_validator("branch_backbone")(_known_backbone)
+
+    def other_networks(self) -> list[tuple[str, str]]:
+        return [(self.branch_backbone, self.branch_encoder)]
 
 
 class NnUNetConfig(MethodConfig):
