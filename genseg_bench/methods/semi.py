@@ -78,6 +78,7 @@ from __future__ import annotations
 
 import math
 from abc import abstractmethod
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -109,6 +110,17 @@ from genseg_bench.models.segmenters import build_segmenter
 _EPS = 1e-6
 
 
+@dataclass
+class PairForward:
+    """:meth:`PairModel.both`: the input, the labelled count, each network's logits, the supervised loss."""
+
+    x: torch.Tensor
+    b: int
+    first: torch.Tensor
+    second: torch.Tensor
+    sup: torch.Tensor
+
+
 class PairModel(nn.Module):
     """The two networks of a semi-supervised method; ``forward`` is what is validated and tested.
 
@@ -120,6 +132,24 @@ class PairModel(nn.Module):
     def __init__(self, first: nn.Module, second: nn.Module, predict: str) -> None:
         super().__init__()
         self.first, self.second, self.predict = first, second, predict
+
+    def both(
+        self, images: torch.Tensor, masks: torch.Tensor, unlabelled: torch.Tensor, input_grad: bool = False
+    ) -> PairForward:
+        """Both networks on one batch of labelled then unlabelled images, and their supervised loss.
+
+        The opening every method's ``losses`` shares: one forward per network over
+        ``cat([images, unlabelled])`` (one BatchNorm batch, as the public codes do), and
+        ``L_seg`` of each network's labelled half. ``input_grad``: the input is a leaf
+        that records its gradient (DCT's adversarial views differentiate by it).
+        """
+        x = torch.cat([images, unlabelled])
+        if input_grad:
+            x = x.detach().requires_grad_(True)
+        first, second = self.first(x), self.second(x)
+        b = int(images.shape[0])
+        sup = seg_loss(first[:b], masks) + seg_loss(second[:b], masks)
+        return PairForward(x, b, first, second, sup)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.predict == "first":
@@ -336,12 +366,8 @@ class DCTMethod(SemiSupervisedMethod):
         ramp: float,
         cfg: DCTConfig,
     ) -> dict[str, torch.Tensor]:
-        b = int(images.shape[0])
-        x = torch.cat([images, unlabelled])
-        if cfg.view_difference:
-            x = x.detach().requires_grad_(True)
-        l1, l2 = pair.first(x), pair.second(x)
-        sup = seg_loss(l1[:b], masks) + seg_loss(l2[:b], masks)
+        f = pair.both(images, masks, unlabelled, input_grad=cfg.view_difference)
+        x, b, l1, l2, sup = f.x, f.b, f.first, f.second, f.sup
         p1, p2 = torch.sigmoid(l1.float()), torch.sigmoid(l2.float())
         cot = js_divergence(p1[b:], p2[b:])
         loss = sup + ramp * cfg.consistency * cot
@@ -394,9 +420,8 @@ class MCFMethod(SemiSupervisedMethod):
         ramp: float,
         cfg: MCFConfig,
     ) -> dict[str, torch.Tensor]:
-        b = int(images.shape[0])
-        x = torch.cat([images, unlabelled])
-        la, lb = pair.first(x), pair.second(x)
+        f = pair.both(images, masks, unlabelled)
+        b, la, lb = f.b, f.first, f.second
         pa, pb = torch.sigmoid(la.float()), torch.sigmoid(lb.float())
         target = masks.float()
         # contrastive difference review: squared error where the two subnets' hard predictions differ
@@ -404,7 +429,7 @@ class MCFMethod(SemiSupervisedMethod):
         n_diff = diff.sum() + 1e-16
         cdr_a = (diff * (pa[:b] - target) ** 2).sum() / n_diff
         cdr_b = (diff * (pb[:b] - target) ** 2).sum() / n_diff
-        sup = seg_loss(la[:b], masks) + seg_loss(lb[:b], masks) + cfg.cdr_weight * (cdr_a + cdr_b)
+        sup = f.sup + cfg.cdr_weight * (cdr_a + cdr_b)
         # dynamic competition: the subnet with the lower labelled Dice loss teaches the other
         with torch.no_grad():
             fg_a = soft_dice_loss(pa[:b], target, background=False)
@@ -441,10 +466,8 @@ class CTBCTMethod(SemiSupervisedMethod):
         ramp: float,
         cfg: CTBCTConfig,
     ) -> dict[str, torch.Tensor]:
-        b = int(images.shape[0])
-        x = torch.cat([images, unlabelled])
-        lc, lt = pair.first(x), pair.second(x)
-        sup = seg_loss(lc[:b], masks) + seg_loss(lt[:b], masks)
+        f = pair.both(images, masks, unlabelled)
+        b, lc, lt, sup = f.b, f.first, f.second, f.sup
         pc, pt = torch.sigmoid(lc[b:].float()), torch.sigmoid(lt[b:].float())
         hard_c, hard_t = (pc.detach() > 0.5).float(), (pt.detach() > 0.5).float()
         cross = soft_dice_loss(pc, hard_t) + soft_dice_loss(pt, hard_c)
@@ -455,6 +478,7 @@ __all__ = [
     "CTBCTMethod",
     "DCTMethod",
     "MCFMethod",
+    "PairForward",
     "PairModel",
     "SemiMonitor",
     "binary_kl",
