@@ -22,11 +22,18 @@ for 3D on the CPU, see ``genseg_bench.models.generator``), so on the CPU the 3D
 ratio includes the cost of the native 3D kernels.
 
 ``--generator NAME`` (repeatable) times GenSeg with each named mask-to-image
-generator (``pix2pix``, the default, ``spade``, ``asapnet``; see
-``genseg_bench.models.generators``) against the same supervised step, all in one
-process and interleaved, so the ratios of different generators compare:
+generator (``pix2pix``, the default, ``spade``, ``asapnet``, ``bbdm``,
+``softintrovae``; see ``genseg_bench.models.generators``) against the same
+supervised step, all in one process and interleaved, so the ratios of different
+generators compare:
 
     python benchmarks/genseg_speed.py --image-size 64 --generator pix2pix --generator spade --generator asapnet
+    python benchmarks/genseg_speed.py --image-size 64 --generator pix2pix --generator bbdm --generator softintrovae
+
+Each generator runs its own level 1 (its partner H: PatchGAN, Soft-Intro VAE's
+encoder, none for BBDM, whose ``disc`` phase is then empty). For BBDM the ``seg``
+phase holds its K sampling steps through G' and ``hyper`` the backward through
+them.
 
 The lines of a generator other than Pix2Pix carry its name in brackets
 (``GenSeg end-to-end step [spade]``); ``--table`` records Pix2Pix's lines only
