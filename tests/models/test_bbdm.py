@@ -120,10 +120,10 @@ def test_the_denoising_objective_trains_on_a_fixed_batch() -> None:
 
 
 def test_odd_sizes_and_what_is_refused() -> None:
-    gen = build_generator("bbdm", 1, (20, 12), width=4)
-    out = gen(torch.ones(2, 1, 20, 12))
-    assert out.shape == (2, 1, 20, 12)
-    loss, fake = gen.generator_loss(None, torch.ones(2, 1, 20, 12), torch.rand(2, 1, 20, 12), lambda_l1=0.0)
-    assert fake.shape == (2, 1, 20, 12) and loss.ndim == 0
+    gen = build_generator("bbdm", 1, (21, 13), width=4)
+    out = gen(torch.ones(2, 1, 21, 13))
+    assert out.shape == (2, 1, 21, 13)
+    loss, fake = gen.generator_loss(None, torch.ones(2, 1, 21, 13), torch.rand(2, 1, 21, 13), lambda_l1=0.0)
+    assert fake.shape == (2, 1, 21, 13) and loss.ndim == 0
     with pytest.raises(ValueError, match="sample_steps"):
         BBDMGenerator(3, (16, 16), width=4, sample_steps=0)
