@@ -18,7 +18,7 @@ GenSeg (paper A.2-A.3) needs four things from its generator G, whatever network 
 (masks,))`` with the weights replaced and nothing else: a generator with running
 statistics (BatchNorm) would read and *update* them in every unrolled pass, so the
 hypergradient would differentiate another function than the one the forward
-computes. Every generator here normalises with InstanceNorm (no running
+computes. Every generator here normalises with InstanceNorm or GroupNorm (no running
 statistics); :func:`check_stateless` enforces it for any module given to GenSeg.
 
 The searchable cells (:class:`~genseg_bench.models.generator.SearchableCell`,
