@@ -254,3 +254,12 @@ def test_the_budget_column_shows_a_methods_own_batch(task: TaskSpec, catalog: Ca
     assert rep.run_context(task, r).budget == f"{r.iterations} it × {get_profile('quick').batch_size}"
     own = r.model_copy(update={"budget": {"updates": r.iterations, "batch_size": 12}})
     assert rep.run_context(task, own).budget == f"{r.iterations} it × 12"
+
+
+def test_a_flag_every_seed_shares_is_one_line() -> None:
+    """Three seeds all best at the last validation: one line naming the seeds, not three copies."""
+    merged = rep.merged_seed_flags(
+        {2: ["best at the last validation"], 0: ["best at the last validation", "lr collapsed early"], 1: []}
+    )
+    assert merged == ["seeds 0,2: best at the last validation", "seed 0: lr collapsed early"]
+    assert rep.merged_seed_flags({1: ["x"]}) == ["seed 1: x"]

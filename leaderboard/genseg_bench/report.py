@@ -344,6 +344,22 @@ def _group(task: TaskSpec, results: Iterable[RunResult]) -> tuple[dict[Cell, dic
     return scores, runs
 
 
+def merged_seed_flags(per_seed: dict[int, list[str]]) -> list[str]:
+    """``seed 0: f`` per seed and flag, with one line for a flag several seeds share (``seeds 0,1,2: f``).
+
+    A quick-profile grid flags every seed alike ("best at the last validation"); three
+    copies of one sentence in the flags column read as three problems.
+    """
+    seeds_of: dict[str, list[int]] = {}
+    for seed in sorted(per_seed):
+        for flag in per_seed[seed]:
+            seeds_of.setdefault(flag, []).append(seed)
+    return [
+        f"{'seeds' if len(seeds) > 1 else 'seed'} {','.join(map(str, seeds))}: {flag}"
+        for flag, seeds in seeds_of.items()
+    ]
+
+
 def _run_facts(runs: list[RunResult]) -> dict[str, Any]:
     """Split sizes, mean budget and the union of run flags over the ok runs of one (method, size, context).
 
@@ -360,8 +376,7 @@ def _run_facts(runs: list[RunResult]) -> dict[str, Any]:
     ok = list({r.spec.seed: r for r in sorted(ok, key=lambda r: r.created)}.values())
     seen = [int(r.budget["images_seen"]) for r in ok if "images_seen" in r.budget]
     ups = [int(r.budget["updates"]) for r in ok if "updates" in r.budget]
-    for r in ok:
-        flags += [f"seed {r.spec.seed}: {f}" for f in run_flags(r)]
+    flags += merged_seed_flags({r.spec.seed: run_flags(r) for r in ok})
     return {
         "n_train": len(ok[0].train_cases) or None,
         "n_val": len(ok[0].val_cases) or None,
