@@ -500,9 +500,14 @@ def dry_run(
     kind = device_kind(executor, device)
     rows: list[PlannedJob] = []
     used: dict[str, Any] | None = None
+    from genseg_bench.preflight import check_requirements, check_unlabelled
+
     for task_id, sizes in grids:
         task = catalog.task(task_id)
         methods = [catalog.method(m) for m in (method_names or task.default_methods)]
+        # the errors a real run would stop at (torch-free): a dry run never lists a job that cannot start
+        check_unlabelled(task, methods)
+        check_requirements(methods)
         size = profile.image_size or task.image_size
         size = min(size, task.image_size) if task.dims == 3 else size
         fingerprints = _fingerprints_if_prepared(task, store, size)

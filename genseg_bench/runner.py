@@ -33,10 +33,11 @@ from genseg_bench.claims import DEFAULT_HEARTBEAT_S, DEFAULT_TIMEOUT_S, Claim, c
 from genseg_bench.data.sources import get_source, is_synthetic
 from genseg_bench.data.splits import Split, Subset, load_or_make_split, unlabelled_pool
 from genseg_bench.data.store import PreparedSet, Store, to_tensors
-from genseg_bench.errors import DataError, GensegBenchError, SpecError
+from genseg_bench.errors import DataError, GensegBenchError
 from genseg_bench.methods.base import FitContext, SegData
 from genseg_bench.methods.registry import build_method
 from genseg_bench.metrics import binarise, dice_per_case, jaccard_per_case
+from genseg_bench.preflight import check_requirements, check_unlabelled
 from genseg_bench.results import (
     SetAside,
     existing_status,
@@ -324,51 +325,6 @@ def draw_unlabelled(task: TaskSpec, data: TaskData, subset: Subset) -> Unlabelle
         candidates, exclude = data.prepared[spec.source].case_ids, set()
     ids = unlabelled_pool(candidates, exclude, spec.size, task.split_seed, spec.source)
     return UnlabelledRecord(source=spec.source, requested=spec.size, size=len(ids), case_ids=ids)
-
-
-def check_unlabelled(task: TaskSpec, methods: Sequence[MethodSpec]) -> None:
-    """A semi-supervised method (its config model says ``needs_unlabelled``) needs a task with a pool.
-
-    Checked before any data is read, so a grid fails in a second instead of recording
-    a failed run per cell; each method's ``fit`` checks again for library callers.
-    """
-    from genseg_bench.methods.registry import config_model
-
-    if task.unlabelled is not None:
-        return
-    needy = [m.name for m in methods if getattr(config_model(m.kind), "needs_unlabelled", False)]
-    if needy:
-        raise SpecError(
-            f"method(s) {', '.join(needy)} are semi-supervised and need an unlabelled pool, but task "
-            f"{task.id!r} has none. Run them on a semi-supervised task (one with an `unlabelled` key, "
-            "e.g. semisup-cvc-clinicdb or synthetic-semi), or give this task "
-            '`unlabelled = { source = "<its train source>", size = 1000 }`.'
-        )
-
-
-def check_requirements(methods: Sequence[MethodSpec]) -> None:
-    """Every optional package the methods' kinds need is installed (``MethodConfig.requires``).
-
-    Before any data is read: a grid that names ``nnunet`` without ``nnunetv2`` fails
-    once, with the install command, instead of recording a failed run per cell.
-    """
-    import importlib.util
-
-    from genseg_bench.methods.registry import config_model
-
-    missing: dict[tuple[str, str], list[str]] = {}
-    for m in methods:
-        need = getattr(config_model(m.kind), "requires", None)
-        if need is not None and importlib.util.find_spec(need[0]) is None:
-            missing.setdefault(need, []).append(m.name)
-    if missing:
-        raise SpecError(
-            "; ".join(
-                f"method(s) {', '.join(names)} need the package {module!r}, which is not installed: {hint}"
-                for (module, hint), names in missing.items()
-            )
-            + ". Or leave those methods out (--methods)."
-        )
 
 
 def _seg_data(p: PreparedSet, ids: list[str], size: int, channels: int, device: torch.device) -> SegData:

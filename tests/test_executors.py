@@ -253,6 +253,18 @@ def test_dry_run_lists_jobs_resources_and_device_time(
     assert not (tmp_path / "r").exists()  # nothing ran
 
 
+def test_dry_run_stops_where_the_run_would(tmp_path: Path) -> None:
+    """A semi-supervised method on a task without a pool is the run's error, not a "todo" row."""
+    out = CliRunner().invoke(
+        app,
+        ["run", "--task", "synthetic", "--methods", "unet,dct-unet", "--dry-run"]
+        + ["--results", str(tmp_path / "r"), "--store", str(tmp_path / "s")],
+    )
+    assert out.exit_code != 0
+    assert "dct-unet are semi-supervised and need an unlabelled pool" in " ".join(out.output.split())
+    assert "todo" not in out.output
+
+
 def test_estimate_scales_by_pixels_batch_and_method() -> None:
     from genseg_bench.executors import estimate_seconds
 

@@ -48,7 +48,7 @@ class MethodConfig(BaseModel):
     requires: ClassVar[tuple[str, str] | None] = None
     """(module, install command) of an optional package the kind needs (nnU-Net's ``nnunetv2``), or None.
 
-    :func:`genseg_bench.runner.check_requirements` looks it up before a grid starts, so a
+    :func:`genseg_bench.preflight.check_requirements` looks it up before a grid starts, so a
     missing package is one error naming the install command, not a failed run per cell."""
 
     def resolved(self) -> dict[str, Any]:
