@@ -84,13 +84,34 @@ def main() -> None:
     )
     ap.add_argument("--size", type=int, default=None, help="image side (default: the result's)")
     ap.add_argument("--seconds", type=float, default=None, help="wall budget (default: the run's)")
+    ap.add_argument(
+        "--iterations",
+        type=int,
+        default=None,
+        help="an iteration budget instead of the wall budget (on a loaded machine, where seconds buy fewer steps)",
+    )
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument(
         "--optimizer",
-        choices=("adam", "rmsprop"),
+        choices=("adam", "rmsprop", "sgd"),
         default="adam",
-        help="adam (the practitioner's default) or rmsprop (momentum 0.9, weight decay 1e-3: the suite's "
-        "optimizer, to tell a harness defect from an optimizer choice)",
+        help="adam (the practitioner's default), rmsprop (momentum 0.9, weight decay 1e-3: the suite's "
+        "optimizer, to tell a harness defect from an optimizer choice) or sgd (momentum 0.9, weight decay "
+        "1e-4: Swin-Unet's public recipe, with --lr 0.05)",
+    )
+    ap.add_argument(
+        "--model",
+        choices=("unet", "swinunet"),
+        default="unet",
+        help="unet (smp.Unet, ResNet-18 from scratch) or swinunet (the suite's Swin-Unet network, from "
+        "scratch: only the network is shared with the suite, to tell a network defect from a recipe one)",
+    )
+    ap.add_argument(
+        "--loss",
+        choices=("bce", "bce-dice"),
+        default="bce",
+        help="bce (the suite's L_seg) or bce-dice (0.5 BCE + 0.5 soft Dice, as Swin-Unet's public code "
+        "trains: CE + Dice)",
     )
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--eval-every", type=int, default=50)
@@ -119,21 +140,33 @@ def main() -> None:
         val_x, val_y = load_pairs(args.images, res["val_cases"], size)
         test_x, test_y = load_pairs(args.images, in_domain["case_ids"], size)
 
-    model = smp.Unet("resnet18", encoder_weights=None, in_channels=3, classes=1)
+    if args.model == "swinunet":
+        from genseg_bench.models.swin_unet import SwinUnet
+
+        model: torch.nn.Module = SwinUnet(in_channels=3)
+    else:
+        model = smp.Unet("resnet18", encoder_weights=None, in_channels=3, classes=1)
     if args.optimizer == "rmsprop":
         opt: torch.optim.Optimizer = torch.optim.RMSprop(
             model.parameters(), lr=args.lr, momentum=0.9, weight_decay=1e-3
         )
+    elif args.optimizer == "sgd":
+        opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, weight_decay=1e-4)
     else:
         opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     best, best_state, best_it, it = -1.0, copy.deepcopy(model.state_dict()), 0, 0
     gen = torch.Generator().manual_seed(seed)
     start = time.perf_counter()
     model.train()
-    while time.perf_counter() - start < budget:
+    while (it < args.iterations) if args.iterations else (time.perf_counter() - start < budget):
         it += 1
         idx = torch.randperm(len(train_x), generator=gen)[: args.batch]
-        loss = F.binary_cross_entropy_with_logits(model(train_x[idx]), train_y[idx])
+        logits = model(train_x[idx])
+        loss = F.binary_cross_entropy_with_logits(logits, train_y[idx])
+        if args.loss == "bce-dice":
+            prob, tgt = torch.sigmoid(logits), train_y[idx]
+            soft = 1 - (2 * (prob * tgt).sum() + 1e-5) / (prob.sum() + tgt.sum() + 1e-5)
+            loss = 0.5 * loss + 0.5 * soft
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -145,6 +178,8 @@ def main() -> None:
     model.load_state_dict(best_state)
     out: dict[str, object] = {
         "task": res["spec"]["task"],
+        "loop_model": args.model,
+        "loop_loss": args.loss,
         "loop_optimizer": f"{args.optimizer} lr {args.lr:g}"
         + (", suite's prepared data" if args.prepared else ""),
         "suite_run": res["run_id"].rsplit("__", 1)[-1],
