@@ -60,7 +60,7 @@ def make_seg_optimizer(
         groups = [(items, backbone)]
     lrs = [seg_lr(profile.seg_lr, b) for _, b in groups]
     opt = torch.optim.RMSprop(
-        [{"params": p, "lr": lr} for (p, _), lr in zip(groups, lrs, strict=True)],
+        [{"params": p, "lr": lr, "start_lr": lr} for (p, _), lr in zip(groups, lrs, strict=True)],
         lr=lrs[0],
         momentum=profile.seg_momentum,
         weight_decay=profile.seg_weight_decay,
@@ -75,8 +75,12 @@ def make_seg_optimizer(
 
 
 def start_lrs(opt: torch.optim.Optimizer) -> list[float]:
-    """Each parameter group's starting learning rate (for the result: what a capped backbone ran at)."""
-    return [float(g.get("initial_lr", g["lr"])) for g in opt.param_groups]
+    """Each parameter group's starting learning rate (for the result: what a capped backbone ran at).
+
+    Read from ``start_lr``, which :func:`make_seg_optimizer` stores and no scheduler changes, so it
+    is the rate the run started at however late it is asked (``lr`` is the decayed one by then).
+    """
+    return [float(g.get("start_lr", g["lr"])) for g in opt.param_groups]
 
 
 def autocast(ctx: FitContext) -> contextlib.AbstractContextManager[None]:

@@ -105,6 +105,8 @@ def test_a_capped_backbone_trains_at_its_cap_and_others_at_the_profile_rate() ->
     assert training.start_lrs(opt) == [1e-4]
     opt, _ = training.make_seg_optimizer(net.parameters(), profile, "unet")
     assert training.start_lrs(opt) == [profile.seg_lr]
+    opt.param_groups[0]["lr"] = 1e-7  # a decay later on: the recorded rate is still the start
+    assert training.start_lrs(opt) == [profile.seg_lr]
     paper = get_profile("paper")  # 1e-5: below the cap, unchanged
     opt, _ = training.make_seg_optimizer(net.parameters(), paper, "swinunet")
     assert training.start_lrs(opt) == [paper.seg_lr]
