@@ -12,7 +12,6 @@ builds and runs, and bad input fails clearly or is recorded as a failed run.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -42,13 +41,7 @@ CPU = torch.device("cpu")
 SMOKE = get_profile("smoke")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """The test machine's 2 cores are shared; oversubscribed threads make these runs ~5x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _tiny_data(n: int, size: int = 32, seed: int = 0, empty: bool = False) -> SegData:

@@ -15,7 +15,6 @@ overflow: with ``conv_backend`` reverted to a no-op, both fail.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -32,13 +31,7 @@ CPU = torch.device("cpu")
 SMOKE = get_profile("smoke")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """The test machine's 2 cores are shared; oversubscribed threads make these runs much slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _max_rel_err(got: torch.Tensor, ref: torch.Tensor) -> float:

@@ -35,9 +35,7 @@ ETA = 1e-3
 """Lookahead step: the order of the profiles' learning rates (Adam / RMSprop, 2e-4 .. 1e-3)."""
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _models() -> tuple[SearchableGenerator, PatchDiscriminator, nn.Module]:

@@ -11,7 +11,6 @@ known denoiser), and the denoising objective trains on a tiny fixed batch.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -19,13 +18,7 @@ import torch
 from genseg_bench.models.bbdm import BBDMGenerator
 from genseg_bench.models.generators import build_generator
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _gen(**kw: object) -> BBDMGenerator:

@@ -13,7 +13,6 @@ tests/models/test_bbdm.py and tests/models/test_soft_intro_vae.py.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import get_args
 
@@ -45,13 +44,7 @@ CELLS_AT_32 = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """The test machine's cores are shared; oversubscribed threads make these runs much slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _masks(n: int, size: tuple[int, int], seed: int = 0) -> torch.Tensor:

@@ -10,7 +10,6 @@ a tiny fixed batch improving the reconstruction.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -25,13 +24,7 @@ from genseg_bench.models.soft_intro_vae import (
     kl_divergence,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _models(**kw: object) -> tuple[SoftIntroVAEGenerator, SoftIntroEncoder]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -42,13 +41,7 @@ REPO = Path(__file__).resolve().parents[2]
 NO_DROP = dataclasses.replace(SWINUNET_DEFAULT, drop_path_rate=0.0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """The test machine's cores are shared; oversubscribed threads make these runs several times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 # --- shapes and gradients -----------------------------------------------------------------------
