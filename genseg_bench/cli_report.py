@@ -71,6 +71,11 @@ def print_report(
     rows = rep.aggregate(task, res)
     if compare:
         tests = rep.paired_tests(task, res, compare[0], compare[1])
+        if not tests:
+            note(
+                f"--compare {','.join(compare)}: no paired test: the two methods share no seed of one training "
+                "size, profile, budget, data and task version (the table's rows say which differ)."
+            )
     if fmt == "json":
         sys.stdout.write(rep.to_json(task, rows, tests))
         return

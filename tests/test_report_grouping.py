@@ -248,12 +248,14 @@ def test_a_run_the_rules_would_not_have_changed_counts_under_them(task: TaskSpec
     assert apart.seeds == [2] and apart.split == ("profile settings",)
 
 
-def test_the_budget_column_shows_a_methods_own_batch(task: TaskSpec, catalog: Catalog) -> None:
-    """nnU-Net trains at the batch its plans choose and records it: the column says that, not the profile's."""
+def test_a_methods_own_batch_is_flagged_and_keeps_the_context(task: TaskSpec, catalog: Catalog) -> None:
+    """nnU-Net trains at its plan's batch: a flag says so, and its runs still pair with the profile's others."""
     r = _result(task, catalog, 0, 0.5)
-    assert rep.run_context(task, r).budget == f"{r.iterations} it × {get_profile('quick').batch_size}"
-    own = r.model_copy(update={"budget": {"updates": r.iterations, "batch_size": 12}})
-    assert rep.run_context(task, own).budget == f"{r.iterations} it × 12"
+    own = r.model_copy(update={"budget": {"updates": r.iterations, "batch_size": 2}})
+    assert rep.run_context(task, own).budget == rep.run_context(task, r).budget
+    batch = get_profile("quick").batch_size
+    assert rep.own_batch_flag(own) == [f"batch 2 (its own plan), not the profile's {batch}"]
+    assert rep.own_batch_flag(r) == []
 
 
 def test_a_flag_every_seed_shares_is_one_line() -> None:

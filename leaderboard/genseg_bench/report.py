@@ -193,8 +193,9 @@ def run_context(task: TaskSpec, r: RunResult) -> RunContext:
     """
     prof = profile_of(r)
     iterations = prof.get("iterations") or r.iterations
-    # a method that sets its own batch (nnU-Net's plans) records it in its budget
-    batch = r.budget.get("batch_size") or prof.get("batch_size")
+    batch = prof.get(
+        "batch_size"
+    )  # a method's own batch (nnU-Net's plans) is a flag: pairing needs one context
     budget = (
         f"{iterations} it × {batch}" if iterations and batch else (f"{iterations} it" if iterations else "-")
     )
@@ -344,6 +345,14 @@ def _group(task: TaskSpec, results: Iterable[RunResult]) -> tuple[dict[Cell, dic
     return scores, runs
 
 
+def own_batch_flag(r: RunResult) -> list[str]:
+    """A method that trains at its own batch (nnU-Net's plans) says so: the budget column is the profile's."""
+    own, profile_batch = r.budget.get("batch_size"), profile_of(r).get("batch_size")
+    if own and profile_batch and int(own) != int(profile_batch):
+        return [f"batch {own} (its own plan), not the profile's {profile_batch}"]
+    return []
+
+
 def merged_seed_flags(per_seed: dict[int, list[str]]) -> list[str]:
     """``seed 0: f`` per seed and flag, with one line for a flag several seeds share (``seeds 0,1,2: f``).
 
@@ -376,7 +385,7 @@ def _run_facts(runs: list[RunResult]) -> dict[str, Any]:
     ok = list({r.spec.seed: r for r in sorted(ok, key=lambda r: r.created)}.values())
     seen = [int(r.budget["images_seen"]) for r in ok if "images_seen" in r.budget]
     ups = [int(r.budget["updates"]) for r in ok if "updates" in r.budget]
-    flags += merged_seed_flags({r.spec.seed: run_flags(r) for r in ok})
+    flags += merged_seed_flags({r.spec.seed: run_flags(r) + own_batch_flag(r) for r in ok})
     return {
         "n_train": len(ok[0].train_cases) or None,
         "n_val": len(ok[0].val_cases) or None,
