@@ -78,9 +78,10 @@ def start_lrs(opt: torch.optim.Optimizer) -> list[float]:
     """Each parameter group's starting learning rate (for the result: what a capped backbone ran at).
 
     Read from ``start_lr``, which :func:`make_seg_optimizer` stores and no scheduler changes, so it
-    is the rate the run started at however late it is asked (``lr`` is the decayed one by then).
+    is the rate the run started at however late it is asked (``lr`` is the decayed one by then; no
+    fallback to it, which would record exactly that wrong rate for an optimiser built elsewhere).
     """
-    return [float(g.get("start_lr", g["lr"])) for g in opt.param_groups]
+    return [float(g["start_lr"]) for g in opt.param_groups]
 
 
 def autocast(ctx: FitContext) -> contextlib.AbstractContextManager[None]:
