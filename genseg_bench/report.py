@@ -199,6 +199,9 @@ def run_context(task: TaskSpec, r: RunResult) -> RunContext:
     budget = (
         f"{iterations} it × {batch}" if iterations and batch else (f"{iterations} it" if iterations else "-")
     )
+    if iterations and prof.get("image_size"):
+        # an --image-size override keeps the profile's name: the side must show where the name is read
+        budget += f" at {prof['image_size']} px"
     data = ", ".join(f"{k} {v}" for k, v in sorted(r.spec.data_fingerprints.items())) or "-"
     current = r.spec.task_hash in (stable_hash(task), legacy_task_hash(task))
     return RunContext(
@@ -240,7 +243,7 @@ class ReportRow:
     """Warnings about the runs behind this row (see :func:`run_flags`), and why it is split."""
     profile: str = ""
     budget: str = ""
-    """The profile's iterations and batch size (``800 it × 8``)."""
+    """The profile's iterations, batch size and image side (``800 it × 8 at 128 px``; no side: the task's own)."""
     settings: str = ""
     """:attr:`RunContext.settings`: the digest of the profile's other settings (rows never mix two)."""
     context: str = ""

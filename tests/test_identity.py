@@ -178,7 +178,7 @@ def test_published_results_still_load_and_report_as_the_current_version(catalog:
         for ts in task.test_sets:
             shown = [set(r.seeds) for r in rows if r.method == m and r.test_set == ts.name]
             assert set().union(*shown) == {r.spec.seed for r in results if r.spec.method == m}
-    assert all(r.profile == "cpu" and r.budget == "800 it × 8" for r in rows)
+    assert all(r.profile == "cpu" and r.budget == "800 it × 8 at 128 px" for r in rows)
 
 
 def test_runs_of_an_edited_task_are_set_apart(catalog: Catalog) -> None:

@@ -85,8 +85,8 @@ def test_a_smoke_run_is_not_averaged_into_quick_runs(task: TaskSpec, catalog: Ca
     assert smoke.n_seeds == 1 and smoke.mean == pytest.approx(SMOKE)
     q, s = get_profile("quick"), get_profile("smoke")
     assert (
-        quick.budget == f"{q.iterations} it × {q.batch_size}"
-        and smoke.budget == f"{s.iterations} it × {s.batch_size}"
+        quick.budget == f"{q.iterations} it × {q.batch_size} at {q.image_size} px"
+        and smoke.budget == f"{s.iterations} it × {s.batch_size} at {s.image_size} px"
     )
     assert {"profile", "budget"} <= set(quick.split)
     assert any("not averaged" in f and "profile" in f and "budget" in f for f in quick.flags)
