@@ -16,10 +16,9 @@ UNet segmenter and the 3D generator and discriminator, as on hippocampus-3d):
 
     python benchmarks/genseg_speed.py --dims 3 --image-size 32 --batch-size 2 --profile smoke --threads 1
 
-The supervised step is the 3D UNet baseline's loop as it runs (torch's default
-kernels); GenSeg's steps run under the trainer's ``conv_backend`` (oneDNN off
-for 3D on the CPU, see ``genseg_bench.models.generator``), so on the CPU the 3D
-ratio includes the cost of the native 3D kernels.
+Every step runs on torch's default kernels (oneDNN on the CPU), the 3D
+generator's cells with their padding spelled out (see
+``genseg_bench.models.generator``, "3D on the CPU").
 
 ``--generator NAME`` (repeatable) times GenSeg with each named mask-to-image
 generator (``pix2pix``, the default, ``spade``, ``asapnet``, ``bbdm``,
@@ -69,7 +68,6 @@ from genseg_bench.executors import COST_KEYS
 from genseg_bench.methods.base import FitContext, SegData
 from genseg_bench.methods.genseg import GenSegBatch, GenSegConfig, GenSegTrainer
 from genseg_bench.methods.training import autocast, make_seg_optimizer, prepare_model, sample_batch, seg_loss
-from genseg_bench.models.generator import conv_backend
 from genseg_bench.models.generators import GENERATORS, build_generator
 from genseg_bench.models.segmenters import build_segmenter
 from genseg_bench.profiles import get_profile
@@ -221,14 +219,13 @@ def main() -> None:
         vi, vm = sample_batch(val, bs, rng)
         return GenSegBatch(masks, images, aug_masks, vi, vm)
 
-    def fwd_bwd(model: torch.nn.Module, x: torch.Tensor, backend: bool = False) -> Callable[[], None]:
-        """Forward + backward of one model; ``backend``: under the trainer's conv_backend, as GenSeg runs G."""
+    def fwd_bwd(model: torch.nn.Module, x: torch.Tensor) -> Callable[[], None]:
+        """Forward + backward of one model."""
 
         def run() -> None:
-            with conv_backend(dims, device) if backend else contextlib.nullcontext():
-                with amp():
-                    y = model(x)
-                y.float().mean().backward()
+            with amp():
+                y = model(x)
+            y.float().mean().backward()
 
         return run
 
@@ -264,12 +261,8 @@ def main() -> None:
                 f"GenSeg end-to-end step{tag}": e2e_step,
                 f"GenSeg joint step (no A level){tag}": joint_step,
                 f"Separate segmenter step{tag}": separate_step,
-                f"G fwd+bwd (3-branch cells){tag}": fwd_bwd(
-                    build_gen(name).to(device), masks_b, backend=True
-                ),
-                f"G fwd+bwd (single branch){tag}": fwd_bwd(
-                    build_gen(name, "single").to(device), masks_b, backend=True
-                ),
+                f"G fwd+bwd (3-branch cells){tag}": fwd_bwd(build_gen(name).to(device), masks_b),
+                f"G fwd+bwd (single branch){tag}": fwd_bwd(build_gen(name, "single").to(device), masks_b),
             }
         )
     steps["S fwd+bwd"] = fwd_bwd(sup, data.images[:bs])

@@ -41,7 +41,6 @@ from genseg_bench.methods.config import WGANConfig, parse_config
 from genseg_bench.methods.registry import build_method
 from genseg_bench.methods.training import sample_batch
 from genseg_bench.methods.wgan import GAN_STREAM, WGANMethod, WGANTrainer, sample_pairs, save_samples_grid
-from genseg_bench.models.generator import conv_backend
 from genseg_bench.models.wgan_nets import encode_pairs
 from genseg_bench.profiles import get_profile
 from genseg_bench.runner import _seg_data, load_task_data, run_image_size
@@ -130,8 +129,7 @@ def main() -> None:
     start = time.perf_counter()
     w_sum, w_n = 0.0, 0
     for step in range(1, args.steps + 1):
-        with conv_backend(train.dims, device):
-            losses = trainer.iteration(lambda: encode_pairs(*sample_batch(train, profile.batch_size, rng)))
+        losses = trainer.iteration(lambda: encode_pairs(*sample_batch(train, profile.batch_size, rng)))
         w_sum += float(losses["wasserstein"])
         w_n += 1
         if step % args.every == 0 or step == args.steps:

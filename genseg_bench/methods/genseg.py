@@ -101,12 +101,13 @@ evaluation time, and the extra passes of the unrolled step do not move them.
 Only the generated half depends on A, so only its gradient is taken with
 ``create_graph``: the double backward of S runs over B images, not 2B.
 
-**3D on the CPU.** Every step of :class:`GenSegTrainer` runs inside
-:func:`~genseg_bench.models.generator.conv_backend`: oneDNN's CPU weight
-gradients of 3D convolutions are garbage for the generator's fused 8x8x8 cells
-at small extents (an 8^3 input with 16+ channels), which made every 3D run's
-weights NaN in its first iteration; PyTorch's native kernels are used instead.
-2D and CUDA are unchanged (tests/methods/test_genseg_3d.py).
+**3D on the CPU.** oneDNN's CPU weight gradients of 3D convolutions with
+padding are garbage for the generator's 8x8x8 cells at small extents (an 8^3
+input with 16+ channels), which made every 3D run's weights NaN in its first
+iteration; the searchable cells spell their 3D zero padding out instead
+(:class:`~genseg_bench.models.generator.SearchableCell`), for which oneDNN is
+right, so every kernel stays torch's default (tests/methods/test_genseg_3d.py
+compares a whole 3D step with float64).
 
 **Generators** (config ``generator``: ``"pix2pix"``, the paper's, ``"spade"`` /
 ``"asapnet"``, App. I, Fig. 9d, or ``"bbdm"`` / ``"softintrovae"``, Fig. 9a-c). The
@@ -175,7 +176,6 @@ from genseg_bench.models.discriminator import (  # noqa: F401 (re-exported: the 
     discriminator_loss,
     generator_gan_loss,
 )
-from genseg_bench.models.generator import conv_backend
 from genseg_bench.models.generators import MaskToImageGenerator, build_generator, check_stateless
 from genseg_bench.models.segmenters import build_segmenter
 from genseg_bench.specs import Profile
@@ -515,7 +515,7 @@ class GenSegTrainer:
         # the segmenter's rate follows its backbone (SwinUnet is capped: models.backbones.SEG_LR_MAX)
         self.opt_s, self.sched = make_seg_optimizer(self.s_params, profile, seg_backbone)
         self.device = next(gen.parameters()).device
-        """Where G lives: with G's dimensionality it picks :func:`conv_backend` for every step."""
+        """Where G lives."""
 
     def lookahead_rules(self) -> tuple[StepRule, StepRule]:
         """The step rules of G' and S' for this iteration (module docstring, *Lookahead*)."""
@@ -526,25 +526,8 @@ class GenSegTrainer:
             )
         return adam_lookahead(self.opt_g), rmsprop_lookahead(self.opt_s)
 
-    def conv_backend(self) -> contextlib.AbstractContextManager[None]:
-        """Convolution kernels whose 3D gradients are right (:func:`~genseg_bench.models.generator.conv_backend`).
-
-        Every step below runs its forwards and backwards inside it: on the CPU,
-        oneDNN's 3D weight gradients for the generator's 8x8x8 cells are garbage
-        and made every 3D run NaN in its first iteration. A no-op in 2D.
-        """
-        # any mask-to-image module may be G (the reference tests use a tiny one without ``dims``):
-        # the dimensionality is read off its first weight, 5-D for 3D convolutions
-        first = next(self.gen.parameters())
-        dims = int(getattr(self.gen, "dims", first.dim() - 2 if first.dim() in (4, 5) else 2))
-        return conv_backend(dims, self.device)
-
     def end_to_end_step(self, batch: GenSegBatch, timer: Timer = _no_timer) -> StepLosses:
         """The three levels, then the real updates of A, G, H and S (see the module docstring)."""
-        with self.conv_backend():
-            return self._end_to_end_step(batch, timer)
-
-    def _end_to_end_step(self, batch: GenSegBatch, timer: Timer) -> StepLosses:
         cfg = self.cfg
         self.iteration += 1
         search = self.iteration > cfg.arch_warmup  # the architecture level runs (module docstring, *Warm-up*)
@@ -594,10 +577,6 @@ class GenSegTrainer:
 
     def gan_step(self, masks: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
         """Level 1 alone: one GAN step of G and H (Separate's pre-training, the joint loop's first half)."""
-        with self.conv_backend():
-            return self._gan_step(masks, images)
-
-    def _gan_step(self, masks: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
         with self.amp():
             gan, fake = generator_objective(self.gen, self.disc, masks, images, self.cfg.lambda_l1)
         g_grads = _grads(gan, self.g_params, False)
@@ -621,12 +600,6 @@ class GenSegTrainer:
         self, masks: torch.Tensor, images: torch.Tensor, aug_masks: torch.Tensor
     ) -> torch.Tensor:
         """Level 2 with G held fixed: S on generated pairs + gamma * real pairs."""
-        with self.conv_backend():
-            return self._segmenter_step(masks, images, aug_masks)
-
-    def _segmenter_step(
-        self, masks: torch.Tensor, images: torch.Tensor, aug_masks: torch.Tensor
-    ) -> torch.Tensor:
         with torch.no_grad(), self.amp():
             generated = self.gen(aug_masks)
         with self.amp():  # two forwards, as in unrolled_step, so every variant treats BatchNorm alike

@@ -39,8 +39,10 @@ the profile alike.
 
 **Staging within the suite's budget.** The GAN cannot be tuned by the segmenter
 (nothing in Neff et al. connects them), so it trains first, for
-``gan_iterations`` generator steps (None: the profile's ``iterations``, the
-budget GenSeg's Separate gives its GAN), on batches of the profile's size drawn
+``gan_steps_per_iteration`` x the profile's ``iterations`` generator steps (1 by
+default, the budget GenSeg's Separate gives its GAN; 5 in ``wgan-unet``, whose
+weight-clipped samples are still noise after 1x: ``benchmarks/wgan_budget.py``)
+or a fixed ``gan_iterations``, on batches of the profile's size drawn
 from the training pairs only: the validation pairs never reach the GAN. Then it
 is frozen and ``samples`` pairs are drawn once (a fixed synthetic set, as Neff
 et al. generate one), their mask channel thresholded at 0.5 so generated masks
@@ -100,7 +102,6 @@ from genseg_bench.methods.training import (
     seg_loss,
     start_lrs,
 )
-from genseg_bench.models.generator import conv_backend
 from genseg_bench.models.segmenters import build_segmenter
 from genseg_bench.models.wgan_nets import PairCritic, PairGenerator, decode_pairs, encode_pairs
 
@@ -294,8 +295,7 @@ class WGANMethod(Method):
         gen.train()
         critic.train()
         for it in range(1, iterations + 1):
-            with conv_backend(train.dims, ctx.device):
-                losses = trainer.iteration(real_batch)
+            losses = trainer.iteration(real_batch)
             for k, v in losses.items():
                 sums[k] = sums[k] + v if k in sums else v.clone()
             seen += 1
@@ -339,11 +339,10 @@ class WGANMethod(Method):
         gan_rng = torch.Generator(device=ctx.device)
         gan_rng.manual_seed(ctx.seed + GAN_STREAM)
         if cfg.samples > 0:
-            gan_its = cfg.gan_iterations or ctx.iterations
+            gan_its = cfg.gan_steps(ctx.iterations)
             trainer, history = self.train_gan(train, ctx, cfg, gan_rng, gan_its, gan_its + ctx.iterations)
             critic_steps = trainer.critic_steps
-            with conv_backend(train.dims, ctx.device):
-                pool = sample_pairs(trainer.gen, cfg.samples, bs, gan_rng, ctx.device)
+            pool = sample_pairs(trainer.gen, cfg.samples, bs, gan_rng, ctx.device)
             del trainer
             artifacts.append(str(save_samples_grid(pool, Path(ctx.out_dir) / SAMPLES_FILE)))
         gan_time = time.perf_counter() - start

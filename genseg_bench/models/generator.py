@@ -41,25 +41,24 @@ whose sides are not a multiple of ``2**depth`` are zero-padded and the output is
 cropped back. Channels are ``width * min(2**i, 8)`` per level, as in Pix2Pix.
 2D and 3D (Pix2PixNIfTI-style, the paper's App. F) share the code.
 
-**3D on the CPU: no oneDNN.** PyTorch's oneDNN (mkldnn) CPU kernels compute
-the *weight* gradient of ``conv3d`` / ``conv_transpose3d`` wrongly for this
-generator's fused 8x8x8 kernels at small spatial extents (measured with torch
-2.14.1: stride 2, padding 3, an 8^3 input with 16 or more input channels, or
-the transposed cell producing it; the input gradient and the forward are right,
-and so are 4- and 6-wide kernels and 16^3 inputs). The result is
+**3D on the CPU: padding spelled out.** PyTorch's oneDNN (mkldnn) CPU kernels
+compute the *weight* gradient of ``conv3d`` / ``conv_transpose3d`` wrongly for
+this generator's fused 8x8x8 cells at small spatial extents (measured with torch
+2.14.1: stride 2, padding 3, an 8^3 input with 16 or more input channels, or the
+transposed cell producing it; the input gradient and the forward are right, and
+so are 4- and 6-wide kernels and 16^3 inputs). The result is
 uninitialised-looking garbage, 1e4 to 1e306 times the true gradient and
-different on every call, which Adam turns into NaN weights in the first
-iteration: the "GAN loss became nan at iteration 3" of 3D GenSeg. PyTorch's
-native kernels compute it correctly (they match float64 to 1e-6), so
-:func:`conv_backend` switches oneDNN off for 3D models on the CPU. The switch
-is process-wide and is read when each backward runs, not when the graph is
-built, so it must span every forward *and* backward of an iteration (the
-GenSeg trainer holds it around each step). 2D and CUDA are untouched.
+different on every call, which Adam turned into NaN weights in the first
+iteration: the "GAN loss became nan at iteration 3" of 3D GenSeg. The same
+convolution *without* padding is right (float64 to 1e-6), so in 3D
+:class:`SearchableCell` pads the input before the convolution and crops the
+transposed convolution's output: the same numbers by definition. An earlier fix
+switched oneDNN off for every 3D step instead, which put the whole step on
+PyTorch's native 3D kernels, 3-7x slower on the CPU.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Callable, Sequence
 from typing import Literal
@@ -89,21 +88,6 @@ def _conv(dims: int, transposed: bool) -> Callable[..., torch.Tensor]:
     if dims == 3:
         return F.conv_transpose3d if transposed else F.conv3d
     raise ValueError(f"dims must be 2 or 3, got {dims}")
-
-
-def conv_backend(dims: int, device: torch.device) -> contextlib.AbstractContextManager[None]:
-    """A context in which 3D convolution gradients on the CPU are right: oneDNN off (module docstring).
-
-    A no-op for 2D, for CUDA and where torch has no oneDNN, so those keep their
-    kernels and their exact outputs. Hold it around forward *and* backward:
-    torch picks the backward's kernel when the backward runs.
-    """
-    if dims == 3 and device.type == "cpu" and torch.backends.mkldnn.is_available():
-        # only ``enabled``: None leaves the other oneDNN flags as they are (and spares torch's TF32 warning)
-        return torch.backends.mkldnn.flags(
-            enabled=False, deterministic=None, allow_tf32=None, fp32_precision=None
-        )
-    return contextlib.nullcontext()
 
 
 class SearchableCell(nn.Module):
@@ -155,6 +139,14 @@ class SearchableCell(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         kernel, bias = self.fused_kernel()
+        if self.dims == 3 and self.padding:
+            # zero padding spelled out (a pad before the convolution, a crop after the transposed
+            # one): the same numbers, but a padding-free convolution, for which oneDNN's 3D weight
+            # gradient is right (module docstring, "3D on the CPU")
+            p = self.padding
+            if self.transposed:
+                return self._conv(x, kernel, bias, stride=2)[..., p:-p, p:-p, p:-p]
+            return self._conv(F.pad(x, [p] * 6), kernel, bias, stride=2)
         return self._conv(x, kernel, bias, stride=2, padding=self.padding)
 
     def forward_unfused(self, x: torch.Tensor) -> torch.Tensor:

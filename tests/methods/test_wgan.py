@@ -244,6 +244,17 @@ def test_zero_samples_is_the_supervised_baseline_and_samples_change_the_result(t
 
 
 @pytest.mark.usefixtures("tiny_segmenter")
+def test_gan_steps_per_iteration_scales_the_gan_budget_with_the_profile(tmp_path: Path) -> None:
+    """The clip WGAN's budget is a multiple of the profile's (5x in wgan-unet): smoke stays smoke-sized."""
+    train, val = _discs(6), _discs(3, seed=1)
+    fit = WGANMethod(_spec(samples=8, gan_steps_per_iteration=1.5)).fit(train, val, _ctx(tmp_path))
+    its = SMOKE.iterations
+    assert fit.budget["gan_pretraining_iterations"] == round(1.5 * its)
+    assert fit.budget["critic_steps"] == 5 * round(1.5 * its) and fit.budget["updates"] == its
+    assert WGANConfig().gan_steps(its) == its and WGANConfig(gan_iterations=7).gan_steps(its) == 7
+
+
+@pytest.mark.usefixtures("tiny_segmenter")
 def test_wgan_fit_on_synthetic_discs_beats_predicting_everything_or_nothing(tmp_path: Path) -> None:
     train, val, test = _discs(12), _discs(4, seed=1), _discs(8, seed=2)
     ctx = _ctx(tmp_path, iterations=40, eval_every=10)
@@ -280,6 +291,8 @@ def test_shipped_wgan_specs_and_task_lists(catalog: Catalog) -> None:
         ('penalty = "clip"\ngp_lambda = 10.0', "gp_lambda weighs the gradient penalty"),
         ('penalty = "spectral"', "penalty"),
         ("n_critic = 0", "n_critic"),
+        ("gan_iterations = 10\ngan_steps_per_iteration = 2.0", "both set the GAN's budget"),
+        ("gan_steps_per_iteration = 0", "gan_steps_per_iteration"),
     ],
 )
 def test_catalog_rejects_bad_wgan_config(tmp_path: Path, config: str, match: str) -> None:
