@@ -190,6 +190,7 @@ def test_report_flags_an_early_lr_collapse_and_an_empty_checkpoint(catalog: Cata
     assert (row.n_train, row.n_val, row.images_seen, row.updates) == (4, 1, 32000, 2000)
     cells = rep.table_rows([row])[0]
     assert "5 (4+1)" in cells and "32,000" in cells and "seed 0: best val = empty prediction" in cells
+    assert f"{row.mean:.3f} (1 seed)" in cells  # no "± 0.000" for a single seed
 
 
 def test_resampled_runs_are_a_separate_row(catalog: Catalog) -> None:

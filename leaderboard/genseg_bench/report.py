@@ -559,7 +559,12 @@ def table_rows(rows: list[ReportRow]) -> list[list[str]]:
     """Rows as strings in :data:`HEADER` order (profile and budget beside the seeds)."""
     out = []
     for r in rows:
-        score = "-" if r.n_seeds == 0 else f"{r.mean:.3f} ± {r.std:.3f}"
+        if r.n_seeds == 0:
+            score = "-"
+        elif r.n_seeds == 1:  # one seed has no spread: "± 0.000" would claim one
+            score = f"{r.mean:.3f} (1 seed)"
+        else:
+            score = f"{r.mean:.3f} ± {r.std:.3f}"
         seeds = f"{r.n_seeds}" + (f" ({r.failed} failed)" if r.failed else "")
         n = str(r.train_size) + (f" ({r.n_train}+{r.n_val})" if r.n_train is not None else "")
         seen = "-" if r.images_seen is None else f"{r.images_seen:,}"
