@@ -43,7 +43,7 @@ from genseg_bench.methods.training import sample_batch
 from genseg_bench.methods.wgan import GAN_STREAM, WGANMethod, WGANTrainer, sample_pairs, save_samples_grid
 from genseg_bench.models.wgan_nets import encode_pairs
 from genseg_bench.profiles import get_profile
-from genseg_bench.runner import _seg_data, load_task_data, run_image_size
+from genseg_bench.runner import load_task_data, run_image_size, seg_data
 
 
 def pair_stats(data: SegData) -> dict[str, float]:
@@ -105,7 +105,7 @@ def main() -> None:
     size = run_image_size(task, profile)
     data = load_task_data(task, Store(args.store), size)
     subset = data.split.subset(args.size, task.train_source, None)
-    train = _seg_data(data.train_source(), subset.train, size, task.channels, device)
+    train = seg_data(data.train_source(), subset.train, size, task.channels, device)
     ctx = FitContext(device=device, seed=args.seed, profile=profile, out_dir=args.out, metric=task.metric)
     method = build_method(spec)
     assert isinstance(method, WGANMethod)

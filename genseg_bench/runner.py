@@ -327,7 +327,8 @@ def draw_unlabelled(task: TaskSpec, data: TaskData, subset: Subset) -> Unlabelle
     return UnlabelledRecord(source=spec.source, requested=spec.size, size=len(ids), case_ids=ids)
 
 
-def _seg_data(p: PreparedSet, ids: list[str], size: int, channels: int, device: torch.device) -> SegData:
+def seg_data(p: PreparedSet, ids: list[str], size: int, channels: int, device: torch.device) -> SegData:
+    """The cases `ids` of a prepared set as tensors at the run's side: public so benchmarks load what a run loads."""
     images, masks = to_tensors(p, p.index(ids), size, channels, device)
     return SegData(images=images, masks=masks, case_ids=list(ids))
 
@@ -394,11 +395,11 @@ def run_job(
     reporter.run_started(spec, profile.iterations)
     try:
         src = data.train_source()
-        train = _seg_data(src, subset.train, size, task.channels, device)
-        val = _seg_data(src, subset.val, size, task.channels, device)
+        train = seg_data(src, subset.train, size, task.channels, device)
+        val = seg_data(src, subset.val, size, task.channels, device)
         unlabelled = None
         if pool is not None and pool.case_ids:
-            unlabelled = _seg_data(
+            unlabelled = seg_data(
                 data.prepared[pool.source], pool.case_ids, size, task.channels, device
             ).images
         out_dir = Path(results_dir) / task.id / "artifacts" / spec.run_id
@@ -418,7 +419,7 @@ def run_job(
         for ts in task.test_sets:
             p = data.prepared[ts.source]
             ids = data.split.test if ts.split == "test" else p.case_ids
-            test = _seg_data(p, ids, size, task.channels, device)
+            test = seg_data(p, ids, size, task.channels, device)
             scores[ts.name] = evaluate(fit.predictor.predict, test, max(profile.batch_size, 16))
         if fit.segmenter is not None:  # a method that builds its own network says what it built
             base["segmenter"] = fit.segmenter

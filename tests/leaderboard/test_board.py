@@ -182,3 +182,13 @@ def test_runs_of_two_profiles_are_ranked_in_separate_tables(make_result: Callabl
     assert alone.rank == 1 and alone.p_next is None and alone.next_method is None
     assert by_profile["quick"].rows[1].row.mean == pytest.approx(0.55)
     assert by_profile["quick"].rows[0].p_next == pytest.approx(stats.ttest_rel(quick["x"], quick["y"]).pvalue)
+
+
+def test_a_single_seed_row_shows_no_spread(make_result: Callable[..., RunResult]) -> None:
+    """One seed has no standard deviation: the board says "(1 seed)" and leaves std empty, not a false 0."""
+    res = [make_result("synthetic", "solo", 16, 0, {"synthetic-a": [0.7]})]
+    res += [make_result("synthetic", "pair", 16, s, {"synthetic-a": [0.5 + s / 10]}) for s in (0, 1)]
+    snap = Snapshot(res, dict(Catalog.load().tasks), "test data")
+    by_method = {r["method"]: r for r in board_rows(snap)}
+    assert by_method["solo"]["score"] == "0.700 (1 seed)" and by_method["solo"]["std"] is None
+    assert by_method["pair"]["score"] == "0.550 ± 0.071" and by_method["pair"]["std"] == pytest.approx(0.0707, abs=1e-4)
