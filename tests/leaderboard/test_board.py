@@ -191,4 +191,6 @@ def test_a_single_seed_row_shows_no_spread(make_result: Callable[..., RunResult]
     snap = Snapshot(res, dict(Catalog.load().tasks), "test data")
     by_method = {r["method"]: r for r in board_rows(snap)}
     assert by_method["solo"]["score"] == "0.700 (1 seed)" and by_method["solo"]["std"] is None
-    assert by_method["pair"]["score"] == "0.550 ± 0.071" and by_method["pair"]["std"] == pytest.approx(0.0707, abs=1e-4)
+    assert by_method["pair"]["score"] == "0.550 ± 0.071" and by_method["pair"]["std"] == pytest.approx(
+        0.0707, abs=1e-4
+    )
