@@ -142,6 +142,7 @@ def reproduction_cmd(
         typer.Option(help="JSON lines of benchmarks/independent_loop.py, shown as the baseline check."),
     ] = None,
     out: Annotated[Path | None, typer.Option(help="Write here (default: print).")] = None,
+    title: Annotated[str, typer.Option(help="The page's heading.")] = "Measured reproduction",
 ) -> None:
     """A measured reproduction table (Markdown) built from result files alone: scores, budgets, tests, verdicts."""
     from genseg_bench.reproduction import build
@@ -150,7 +151,7 @@ def reproduction_cmd(
     loops = []
     if independent is not None:
         loops = [json.loads(line) for line in independent.read_text().splitlines() if line.strip()]
-    doc = build(Catalog.load(), results, names(tasks) or [], names(methods) or [], anchor, text, loops)
+    doc = build(Catalog.load(), results, names(tasks) or [], names(methods) or [], anchor, text, loops, title)
     if out is None:
         sys.stdout.write(doc)
         return

@@ -119,6 +119,13 @@ def test_cli_writes_the_document(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     text = out.read_text()
     assert text.startswith("# Measured reproduction") and "| unet | 40 (32+8) | 0 | 0.500 (1 seed)" in text
+    res = CliRunner().invoke(
+        app,
+        ["reproduction", "--results", str(results), "--tasks", "synthetic-ood", "--methods", "unet",
+         "--title", "Comparison methods", "--out", str(out)],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert out.read_text().startswith("# Comparison methods\n")
 
 
 def test_runs_of_two_profile_settings_are_two_labelled_rows_never_one(tmp_path: Path) -> None:
