@@ -35,11 +35,6 @@ def _f(x: float | None, signed: bool = False, digits: int = 3) -> str:
     return f"{x:+.{digits}f}" if signed else f"{x:.{digits}f}"
 
 
-def _cell(mean: float, std: float, n_seeds: int) -> str:
-    """Mean ± std over seeds; one seed has no spread to show, so none is printed (not a false ± 0)."""
-    return f"{mean:.3f} ± {std:.3f}" if n_seeds > 1 else f"{mean:.3f} (1 seed)"
-
-
 def _settings_labels(task: TaskSpec, runs: list[RunResult]) -> dict[str, str]:
     """Each profile-settings digest of the task's runs -> a short label (``profile A``, ``B`` ...).
 
@@ -154,7 +149,7 @@ def task_section(task: TaskSpec, runs: list[RunResult], methods: Sequence[str], 
             cells = by_ctx[ctx_key]
             first = next(iter(cells.values()))
             scores = [
-                _cell(cells[t].mean, cells[t].std, cells[t].n_seeds)
+                rep.score_text(cells[t].mean, cells[t].std, cells[t].n_seeds)
                 if t in cells and cells[t].n_seeds
                 else "-"
                 for t in test_names

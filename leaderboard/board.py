@@ -335,11 +335,6 @@ def _sep_text(r: RankedRow) -> str:
     return f"{'≻' if r.separable_from_next else '≈'} {r.next_method} (p Holm {r.p_next_holm:.3f})"
 
 
-def _score_text(mean: float, std: float, n_seeds: int) -> str:
-    """Mean ± std; a single seed prints as such, since "± 0.000" would read as a measured zero spread."""
-    return f"{mean:.3f} ± {std:.3f}" if n_seeds > 1 else f"{mean:.3f} (1 seed)"
-
-
 def table_row(task: TaskSpec, t: Table, r: RankedRow, kind: str) -> dict[str, Any]:
     """One ranked row as a record with every column, numbers at full precision (the CSV's values)."""
     row = r.row
@@ -356,7 +351,7 @@ def table_row(task: TaskSpec, t: Table, r: RankedRow, kind: str) -> dict[str, An
         "method": row.method,
         "kind": kind,
         "backbone": r.backbone,
-        "score": _score_text(row.mean, row.std, row.n_seeds) if ok else "–",
+        "score": rep.score_text(row.mean, row.std, row.n_seeds) if ok else "–",
         "mean": row.mean if ok else None,
         "std": row.std if row.n_seeds > 1 else None,  # one seed has no spread: a 0 would claim one
         "seeds": row.n_seeds,

@@ -555,16 +555,19 @@ def paper_cell(row: ReportRow) -> str:
     return f"{row.paper:.3f} ({row.paper_figure})"
 
 
+def score_text(mean: float, std: float, n_seeds: int) -> str:
+    """Mean ± std over seeds; one seed has no spread to show, so none is printed (not a false ± 0).
+
+    The one spelling of a score cell: the report, the reproduction pages and the leaderboard all use it.
+    """
+    return f"{mean:.3f} ± {std:.3f}" if n_seeds > 1 else f"{mean:.3f} (1 seed)"
+
+
 def table_rows(rows: list[ReportRow]) -> list[list[str]]:
     """Rows as strings in :data:`HEADER` order (profile and budget beside the seeds)."""
     out = []
     for r in rows:
-        if r.n_seeds == 0:
-            score = "-"
-        elif r.n_seeds == 1:  # one seed has no spread: "± 0.000" would claim one
-            score = f"{r.mean:.3f} (1 seed)"
-        else:
-            score = f"{r.mean:.3f} ± {r.std:.3f}"
+        score = "-" if r.n_seeds == 0 else score_text(r.mean, r.std, r.n_seeds)
         seeds = f"{r.n_seeds}" + (f" ({r.failed} failed)" if r.failed else "")
         n = str(r.train_size) + (f" ({r.n_train}+{r.n_val})" if r.n_train is not None else "")
         seen = "-" if r.images_seen is None else f"{r.images_seen:,}"
