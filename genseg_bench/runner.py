@@ -34,7 +34,7 @@ from genseg_bench.data.sources import get_source, is_synthetic
 from genseg_bench.data.splits import Split, Subset, load_or_make_split, unlabelled_pool
 from genseg_bench.data.store import PreparedSet, Store, to_tensors
 from genseg_bench.errors import DataError, GensegBenchError
-from genseg_bench.methods.base import FitContext, SegData
+from genseg_bench.methods.base import FitContext, FitResult, SegData
 from genseg_bench.methods.registry import build_method
 from genseg_bench.metrics import binarise, dice_per_case, jaccard_per_case
 from genseg_bench.preflight import check_requirements, check_unlabelled
@@ -349,6 +349,36 @@ def evaluate(predictor_predict, data: SegData, batch_size: int) -> TestSetResult
     )
 
 
+def final_network_record(
+    fit: FitResult, selected: dict[str, TestSetResult], final: dict[str, TestSetResult]
+) -> dict[str, Any] | None:
+    """``extras["final_network"]``: the test scores of the network the budget ended with.
+
+    The paper's rule scores the best-validation checkpoint, picked on a handful of validation
+    images; this record sits beside it so a report can show both. ``selected`` is True when the
+    checkpoint is the final network (its scores are then ``test_sets``' means, and the per-case
+    lists are not repeated); with a separate final network (``fit.last_predictor``) its per-case
+    ``dice`` / ``jaccard`` are stored in the order of ``test_sets``' ``case_ids``. None when
+    neither holds (a method that keeps no copy of its final weights).
+    """
+    is_final = fit.last_predictor is None and fit.best_iteration == fit.iterations
+    if not final and not is_final:
+        return None
+    source = selected if is_final else final
+    sets: dict[str, dict[str, Any]] = {}
+    for name, r in source.items():
+        entry: dict[str, Any] = {"mean_dice": r.mean_dice, "mean_jaccard": r.mean_jaccard}
+        if not is_final:
+            entry.update(dice=r.dice, jaccard=r.jaccard)
+        sets[name] = entry
+    return {
+        "iteration": fit.iterations,
+        "selected_iteration": fit.best_iteration,
+        "selected": is_final,
+        "test_sets": sets,
+    }
+
+
 def _describe(method: MethodSpec, dims: int) -> dict[str, str]:
     """The segmenter a method builds (an unknown backbone is reported by the run itself, as failed)."""
     from genseg_bench.models.segmenters import describe_segmenter
@@ -416,11 +446,17 @@ def run_job(
         fit = method.fit(train, val, ctx)
         del train, val, unlabelled
         scores: dict[str, TestSetResult] = {}
+        final: dict[str, TestSetResult] = {}
         for ts in task.test_sets:
             p = data.prepared[ts.source]
             ids = data.split.test if ts.split == "test" else p.case_ids
             test = seg_data(p, ids, size, task.channels, device)
             scores[ts.name] = evaluate(fit.predictor.predict, test, max(profile.batch_size, 16))
+            if fit.last_predictor is not None:
+                final[ts.name] = evaluate(fit.last_predictor.predict, test, max(profile.batch_size, 16))
+        final_record = final_network_record(fit, scores, final)
+        if final_record is not None:
+            fit.extras = {**fit.extras, "final_network": final_record}
         if fit.segmenter is not None:  # a method that builds its own network says what it built
             base["segmenter"] = fit.segmenter
         result = RunResult(

@@ -153,3 +153,47 @@ def test_runs_of_two_profile_settings_are_two_labelled_rows_never_one(tmp_path: 
     assert "**profile B** (profile cpu:" in doc and "no lr floor, stepped from the first validation)" in doc
     assert f"genseg-unet − unet on {a}: +0.050, 1 pair(s): too few seeds for a test. [profile A]" in doc
     assert "0.140" not in doc and "0.130" not in doc  # never paired with the old unet runs
+
+
+def test_final_network_scores_sit_beside_the_selected_checkpoint(tmp_path: Path) -> None:
+    """Runs that recorded their final network get a second table: selected / final per test set."""
+    catalog = Catalog.load()
+    task = catalog.task("synthetic-ood")
+    a, b = (t.name for t in task.test_sets)
+    results = tmp_path / "results"
+    for seed, (sel, fin) in enumerate([(0.80, 0.60), (0.70, 0.64)]):
+        final_network = {
+            "iteration": 800,
+            "selected_iteration": 300 + seed,
+            "selected": False,
+            "test_sets": {
+                a: {"mean_dice": fin, "mean_jaccard": fin - 0.1, "dice": [fin], "jaccard": [fin - 0.1]},
+                b: {"mean_dice": fin - 0.3, "mean_jaccard": 0.0, "dice": [fin - 0.3], "jaccard": [0.0]},
+            },
+        }
+        r = _result(task, "genseg-unet", seed, {a: sel, b: sel - 0.3}).model_copy(
+            update={"best_iteration": 300 + seed, "extras": {"final_network": final_network}}
+        )
+        write_result(results, r)
+    write_result(results, _result(task, "unet", 0, {a: 0.5, b: 0.4}))  # no record: no row
+    doc = build(catalog, results, ["synthetic-ood"], ["genseg-unet", "unet"], "genseg-unet")
+    section = doc.split("### Selected checkpoint against the final network", 1)[1]
+    rows = [line for line in section.splitlines() if line.startswith("| genseg-unet")]
+    assert len(rows) == 1
+    cells = [c.strip() for c in rows[0].strip("|").split("|")]
+    assert cells[1] == "0,1"
+    assert cells[2] == "300 of 800, 301 of 800"
+    # dice (the task's metric): selected mean of 0.80 / 0.70, final mean of 0.60 / 0.64
+    assert cells[3] == "0.750 ± 0.071 / 0.620 ± 0.028"
+    assert cells[4] == "0.450 ± 0.071 / 0.320 ± 0.028"
+    assert not any(line.startswith("| unet ") for line in section.splitlines())
+
+
+def test_no_final_network_record_no_second_table(tmp_path: Path) -> None:
+    catalog = Catalog.load()
+    task = catalog.task("synthetic-ood")
+    a, b = (t.name for t in task.test_sets)
+    results = tmp_path / "results"
+    write_result(results, _result(task, "unet", 0, {a: 0.5, b: 0.4}))
+    doc = build(catalog, results, ["synthetic-ood"], ["unet"], "unet")
+    assert "Selected checkpoint against the final network" not in doc

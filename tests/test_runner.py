@@ -16,7 +16,8 @@ import torch
 from genseg_bench.catalog import Catalog
 from genseg_bench.data.store import Store
 from genseg_bench.errors import DataError, TrainingDiverged
-from genseg_bench.methods.base import FitContext, FitResult, Method, SegData
+from genseg_bench.methods import training
+from genseg_bench.methods.base import FitContext, FitResult, Method, Predictor, SegData
 from genseg_bench.profiles import get_profile
 from genseg_bench.results import iter_results, read_result, result_path
 from genseg_bench.runner import SilentReporter, load_task_data, run_grid
@@ -38,6 +39,37 @@ class Diverges(Method):
 
     def fit(self, train: SegData, val: SegData, ctx: FitContext) -> FitResult:
         raise TrainingDiverged("loss is nan at iteration 3")
+
+
+class Constant(Predictor):
+    """Predicts the same probability everywhere (0: nothing, 1: everything)."""
+
+    def __init__(self, p: float) -> None:
+        self.p = p
+
+    def predict(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.full_like(images[:, :1], self.p)
+
+
+class TwoNetworks(Method):
+    """Selected checkpoint predicts nothing; the final network predicts everything."""
+
+    def fit(self, train: SegData, val: SegData, ctx: FitContext) -> FitResult:
+        return FitResult(Constant(0.0), 0.1, 1, ctx.iterations, last_predictor=Constant(1.0))
+
+
+class FinalIsBest(Method):
+    """The best validation is the last: the selected checkpoint is the final network."""
+
+    def fit(self, train: SegData, val: SegData, ctx: FitContext) -> FitResult:
+        return FitResult(Constant(1.0), 0.1, ctx.iterations, ctx.iterations)
+
+
+class NoCopy(Method):
+    """An earlier best and no copy of the final weights (as nnU-Net): nothing to record."""
+
+    def fit(self, train: SegData, val: SegData, ctx: FitContext) -> FitResult:
+        return FitResult(Constant(1.0), 0.1, 1, ctx.iterations)
 
 
 def _with_methods(catalog: Catalog, *specs: MethodSpec) -> Catalog:
@@ -227,3 +259,77 @@ def test_real_x2_adds_the_loss_of_an_augmented_copy(monkeypatch: pytest.MonkeyPa
     ctx = FitContext(device=CPU, seed=0, profile=SMOKE, out_dir=tmp_path)
     build_method(spec).fit(data, data, ctx)
     assert calls == [SMOKE.batch_size, SMOKE.batch_size] * SMOKE.iterations
+
+
+def test_final_network_is_scored_beside_the_selected_checkpoint(
+    catalog: Catalog, store: Store, tmp_path: Path
+) -> None:
+    """extras["final_network"] holds the final network's scores, never the selected one's."""
+    cat = _with_methods(
+        catalog,
+        MethodSpec(name="two", kind="test_runner:TwoNetworks", description="two networks"),
+        MethodSpec(name="same", kind="test_runner:FinalIsBest", description="best is last"),
+        MethodSpec(name="nocopy", kind="test_runner:NoCopy", description="no final copy"),
+    )
+    s = run_grid(cat, "synthetic", ["two", "same", "nocopy"], [8], [0], SMOKE, store, tmp_path, CPU)
+    by = {r.spec.method: r for r in s.ran}
+    assert all(r.status == "ok" for r in s.ran), [r.error for r in s.ran]
+    two, same = by["two"], by["same"]
+    name = next(iter(two.test_sets))
+    everything = same.test_sets[name]  # an all-foreground prediction, scored by the selected path
+    rec = two.extras["final_network"]
+    assert (
+        rec["selected"] is False and rec["iteration"] == SMOKE.iterations and rec["selected_iteration"] == 1
+    )
+    final = rec["test_sets"][name]
+    assert final["mean_dice"] == pytest.approx(everything.mean_dice)
+    assert final["dice"] == pytest.approx(everything.dice)
+    assert len(final["jaccard"]) == len(two.test_sets[name].case_ids)
+    assert two.test_sets[name].mean_dice != pytest.approx(everything.mean_dice)  # selected: predicts nothing
+    rec_same = same.extras["final_network"]
+    assert rec_same["selected"] is True
+    assert rec_same["test_sets"][name] == {
+        "mean_dice": everything.mean_dice,
+        "mean_jaccard": everything.mean_jaccard,
+    }
+    assert "final_network" not in by["nocopy"].extras
+
+
+def test_a_trained_unet_records_its_final_network(
+    monkeypatch: pytest.MonkeyPatch, catalog: Catalog, store: Store, tmp_path: Path
+) -> None:
+    """The real path: the supervised loop hands its final weights to the runner.
+
+    Validation scores are scripted to fall, so the best checkpoint is the first validation and the
+    final network is another one, which the runner must score from its own weights.
+    """
+    falling = iter([0.9 - 0.01 * i for i in range(1000)])
+    monkeypatch.setattr(training, "validation_score", lambda *a, **k: next(falling))
+    s = run_grid(catalog, "synthetic", ["unet"], [8], [0], SMOKE, store, tmp_path, CPU)
+    (r,) = s.ran
+    assert r.status == "ok", r.error
+    rec = r.extras["final_network"]
+    assert r.best_iteration < r.iterations
+    assert rec == {
+        **rec,
+        "iteration": r.iterations,
+        "selected_iteration": r.best_iteration,
+        "selected": False,
+    }
+    for name, selected in r.test_sets.items():
+        assert len(rec["test_sets"][name]["dice"]) == len(selected.case_ids)
+
+
+@pytest.mark.parametrize("method", ["genseg-unet", "wgan-unet"])
+def test_generation_methods_hand_over_their_final_network(
+    method: str, monkeypatch: pytest.MonkeyPatch, catalog: Catalog, store: Store, tmp_path: Path
+) -> None:
+    """GenSeg and the WGAN baseline train through the same monitor: an earlier best leaves a final network."""
+    falling = iter([0.9 - 0.01 * i for i in range(1000)])
+    monkeypatch.setattr(training, "validation_score", lambda *a, **k: next(falling))
+    s = run_grid(catalog, "synthetic-genseg", [method], [8], [0], SMOKE, store, tmp_path, CPU)
+    (r,) = s.ran
+    assert r.status == "ok", r.error
+    rec = r.extras["final_network"]
+    assert rec["selected"] is False and rec["selected_iteration"] == r.best_iteration < r.iterations
+    assert set(rec["test_sets"]) == set(r.test_sets)

@@ -108,6 +108,12 @@ class FitResult:
     segmenter: dict[str, str] | None = None
     """The network trained, when the method builds its own (nnU-Net plans one): replaces the result's
     ``segmenter``, which otherwise describes what the spec's backbone builds."""
+    last_predictor: Predictor | None = None
+    """The network as the budget left it, when it is not ``predictor`` (the best validation came
+    earlier). The runner scores it beside the selected checkpoint (``extras["final_network"]``): with
+    8 validation images the best-validation pick is noisy, and the two numbers side by side tell a
+    method's effect from the checkpoint the rule happened to pick. None when the selected checkpoint
+    is the final network or the method keeps no copy (nnU-Net)."""
 
 
 class Method(ABC):

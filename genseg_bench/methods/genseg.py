@@ -859,6 +859,7 @@ class GenSegMethod(Method):
             extras["gan_iterations"] = gan_its
         return FitResult(
             predictor=ModulePredictor(seg, bs, ctx.use_amp),
+            last_predictor=monitor.final_predictor(bs, ctx.use_amp),
             best_val_score=monitor.best.score,
             best_iteration=monitor.best.iteration,
             iterations=ctx.iterations,

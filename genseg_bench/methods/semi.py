@@ -318,6 +318,7 @@ class SemiSupervisedMethod(Method):
         monitor.finish(pair)
         return FitResult(
             predictor=ModulePredictor(pair, ctx.batch_size, ctx.use_amp),
+            last_predictor=monitor.final_predictor(ctx.batch_size, ctx.use_amp),
             best_val_score=monitor.best.score,
             best_iteration=monitor.best.iteration,
             iterations=ctx.iterations,

@@ -70,6 +70,7 @@ class SupervisedMethod(Method):
         monitor.finish(model)
         return FitResult(
             predictor=ModulePredictor(model, ctx.batch_size, ctx.use_amp),
+            last_predictor=monitor.final_predictor(ctx.batch_size, ctx.use_amp),
             best_val_score=monitor.best.score,
             best_iteration=monitor.best.iteration,
             iterations=ctx.iterations,

@@ -235,6 +235,8 @@ class TrainingMonitor:
         self.empty_score = empty_prediction_score(val, ctx.metric)
         self.armed_at: int | None = None
         """The first validation that beat the empty prediction: the plateau scheduler steps from here on."""
+        self.final: nn.Module | None = None
+        """The network at the end of the budget when the best checkpoint is another (set by :meth:`finish`)."""
 
     def count(self, real: int, generated: int = 0) -> None:
         """One segmenter update that processed ``real`` real (possibly augmented) and ``generated`` images."""
@@ -291,8 +293,18 @@ class TrainingMonitor:
         }
 
     def finish(self, model: nn.Module) -> nn.Module:
-        """Restore the best checkpoint (the rule every method shares)."""
+        """Restore the best checkpoint (the rule every method shares), keeping the final weights aside.
+
+        ``self.final`` is a copy of ``model`` as the budget left it when the best validation came
+        earlier (so it is another network), else None: :meth:`final_predictor` hands it to the runner.
+        """
+        last = self.trajectory["iteration"][-1] if self.trajectory["iteration"] else None
+        self.final = None if last is None or self.best.iteration == last else copy.deepcopy(model)
         return self.best.restore(model)
+
+    def final_predictor(self, batch_size: int, amp: bool) -> Predictor | None:
+        """The final network as a predictor (:attr:`FitResult.last_predictor`); call after :meth:`finish`."""
+        return None if self.final is None else ModulePredictor(self.final, batch_size, amp)
 
 
 _LOSS_NAMES = {

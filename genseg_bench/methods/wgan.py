@@ -387,6 +387,7 @@ class WGANMethod(Method):
         }
         return FitResult(
             predictor=ModulePredictor(model, bs, ctx.use_amp),
+            last_predictor=monitor.final_predictor(bs, ctx.use_amp),
             best_val_score=monitor.best.score,
             best_iteration=monitor.best.iteration,
             iterations=ctx.iterations,

@@ -128,3 +128,33 @@ def test_a_pair_gets_one_group_per_network_each_with_its_own_rate_and_floor() ->
         profile.seg_lr * profile.plateau_min_lr_factor,
         1e-4 * profile.plateau_min_lr_factor,
     ]
+
+
+def test_finish_restores_the_best_and_keeps_the_final_network(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The best checkpoint is what methods return; the final weights go to the runner beside it."""
+    monitor, _ = _monitor(monkeypatch, [0.9, 0.2, 0.1], tmp_path)
+    model = monitor.model
+    weights = []
+    for it in (1, 2, 3):
+        with torch.no_grad():
+            model.weight.fill_(float(it))
+        weights.append(float(it))
+        monitor.step(it, {"loss": torch.tensor(0.5)})
+    monitor.finish(model)
+    assert float(model.weight.flatten()[0]) == 1.0  # the best validation (iteration 1) is restored
+    final = monitor.final_predictor(4, False)
+    assert final is not None
+    assert float(final.model.weight.flatten()[0]) == 3.0  # type: ignore[attr-defined]
+    assert final.model is not model  # type: ignore[attr-defined]
+
+
+def test_finish_keeps_no_copy_when_the_best_is_the_final_network(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monitor, _ = _monitor(monkeypatch, [0.1, 0.2, 0.9], tmp_path)
+    _run(monitor, 3)
+    monitor.finish(monitor.model)
+    assert monitor.best.iteration == 3
+    assert monitor.final_predictor(4, False) is None
