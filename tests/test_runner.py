@@ -295,6 +295,12 @@ def test_final_network_is_scored_beside_the_selected_checkpoint(
     assert "final_network" not in by["nocopy"].extras
 
 
+def _falling_validation(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every validation scores below the one before: the best checkpoint is the first validation."""
+    falling = iter([0.9 - 0.01 * i for i in range(1000)])
+    monkeypatch.setattr(training, "validation_score", lambda *a, **k: next(falling))
+
+
 def test_a_trained_unet_records_its_final_network(
     monkeypatch: pytest.MonkeyPatch, catalog: Catalog, store: Store, tmp_path: Path
 ) -> None:
@@ -303,8 +309,7 @@ def test_a_trained_unet_records_its_final_network(
     Validation scores are scripted to fall, so the best checkpoint is the first validation and the
     final network is another one, which the runner must score from its own weights.
     """
-    falling = iter([0.9 - 0.01 * i for i in range(1000)])
-    monkeypatch.setattr(training, "validation_score", lambda *a, **k: next(falling))
+    _falling_validation(monkeypatch)
     s = run_grid(catalog, "synthetic", ["unet"], [8], [0], SMOKE, store, tmp_path, CPU)
     (r,) = s.ran
     assert r.status == "ok", r.error
@@ -325,8 +330,7 @@ def test_generation_methods_hand_over_their_final_network(
     method: str, monkeypatch: pytest.MonkeyPatch, catalog: Catalog, store: Store, tmp_path: Path
 ) -> None:
     """GenSeg and the WGAN baseline train through the same monitor: an earlier best leaves a final network."""
-    falling = iter([0.9 - 0.01 * i for i in range(1000)])
-    monkeypatch.setattr(training, "validation_score", lambda *a, **k: next(falling))
+    _falling_validation(monkeypatch)
     s = run_grid(catalog, "synthetic-genseg", [method], [8], [0], SMOKE, store, tmp_path, CPU)
     (r,) = s.ran
     assert r.status == "ok", r.error
