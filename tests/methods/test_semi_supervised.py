@@ -202,8 +202,10 @@ def test_each_method_trains_through_the_runner_and_beats_chance(
     catalog: Catalog, semi: TaskData, name: str, tmp_path: Path
 ) -> None:
     # CTBCT's Swin-Unet trains at its capped rate (1e-4, models.backbones.SEG_LR_MAX): its pseudo-labels
-    # need more than 16 updates before they teach the UNet anything
-    iterations = 32 if name.startswith("ctbct") else 16
+    # need more than 16 updates before they teach the UNet anything. MCF at 16 updates sat at the edge of
+    # the bar (test Dice 0.18-0.28 against chance 0.24 on an AMD EPYC host, above it on others: float
+    # summation order differs by CPU); at 24 it scored 0.72 and at 32 0.80 there.
+    iterations = 32 if name.startswith(("ctbct", "mcf")) else 16
     profile = get_profile("smoke", iterations=iterations).model_copy(update={"eval_every": 4})
     method = small(catalog.method(name))
     spec = RunSpec.for_job(semi.task, method, 16, 0, profile, semi.fingerprints)
