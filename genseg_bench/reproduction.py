@@ -233,14 +233,9 @@ def final_network_section(task: TaskSpec, runs: list[RunResult], methods: Sequen
     noisy, so a method can win or lose by the iteration its validation happened to spike at. Runs
     record the final network's test scores (``extras["final_network"]``); this table puts the two
     rules side by side per method (mean over the seeds that have the record). Empty when no run has one.
+    ``runs`` are :func:`task_section`'s, already limited to ``methods``, which give the row order.
     """
-    ok = [
-        r
-        for r in runs
-        if r.status == "ok"
-        and isinstance(r.extras.get("final_network"), dict)
-        and (r.spec.method in methods or rep.method_label(r) in methods)
-    ]
+    ok = [r for r in runs if r.status == "ok" and isinstance(r.extras.get("final_network"), dict)]
     if not ok:
         return []
     labels = _settings_labels(task, runs)
@@ -263,7 +258,7 @@ def final_network_section(task: TaskSpec, runs: list[RunResult], methods: Sequen
     ]
     order = {m: i for i, m in enumerate(methods)}
     for (label, _context), rs in sorted(
-        groups.items(), key=lambda kv: (order.get(kv[0][0].split(" ")[0], len(order)), kv[0][1])
+        groups.items(), key=lambda kv: (order.get(kv[1][0].spec.method, len(order)), kv[0])
     ):
         rs = sorted(rs, key=lambda r: r.spec.seed)
         settings = rep.run_context(task, rs[0]).settings

@@ -447,16 +447,18 @@ def run_job(
         del train, val, unlabelled
         scores: dict[str, TestSetResult] = {}
         final: dict[str, TestSetResult] = {}
+        eval_batch = max(profile.batch_size, 16)
         for ts in task.test_sets:
             p = data.prepared[ts.source]
             ids = data.split.test if ts.split == "test" else p.case_ids
             test = seg_data(p, ids, size, task.channels, device)
-            scores[ts.name] = evaluate(fit.predictor.predict, test, max(profile.batch_size, 16))
+            scores[ts.name] = evaluate(fit.predictor.predict, test, eval_batch)
             if fit.last_predictor is not None:
-                final[ts.name] = evaluate(fit.last_predictor.predict, test, max(profile.batch_size, 16))
+                final[ts.name] = evaluate(fit.last_predictor.predict, test, eval_batch)
+        extras = dict(fit.extras)
         final_record = final_network_record(fit, scores, final)
         if final_record is not None:
-            fit.extras = {**fit.extras, "final_network": final_record}
+            extras["final_network"] = final_record
         if fit.segmenter is not None:  # a method that builds its own network says what it built
             base["segmenter"] = fit.segmenter
         result = RunResult(
@@ -469,7 +471,7 @@ def run_job(
             wall_time_s=time.perf_counter() - start,
             budget=dict(fit.budget),
             trajectory=json.loads(json.dumps(fit.trajectory)),
-            extras=json.loads(json.dumps(fit.extras)),  # JSON-native, as it reads back from disk
+            extras=json.loads(json.dumps(extras)),  # JSON-native, as it reads back from disk
             artifacts=[
                 str(Path(a).relative_to(results_dir)) if Path(a).is_relative_to(results_dir) else str(a)
                 for a in fit.artifacts

@@ -136,11 +136,9 @@ def test_finish_restores_the_best_and_keeps_the_final_network(
     """The best checkpoint is what methods return; the final weights go to the runner beside it."""
     monitor, _ = _monitor(monkeypatch, [0.9, 0.2, 0.1], tmp_path)
     model = monitor.model
-    weights = []
     for it in (1, 2, 3):
         with torch.no_grad():
             model.weight.fill_(float(it))
-        weights.append(float(it))
         monitor.step(it, {"loss": torch.tensor(0.5)})
     monitor.finish(model)
     assert float(model.weight.flatten()[0]) == 1.0  # the best validation (iteration 1) is restored
