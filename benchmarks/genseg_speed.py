@@ -67,7 +67,8 @@ from genseg_bench.augment import augment_masks
 from genseg_bench.executors import COST_KEYS
 from genseg_bench.methods.base import FitContext, SegData
 from genseg_bench.methods.genseg import GenSegBatch, GenSegConfig, GenSegTrainer
-from genseg_bench.methods.training import autocast, make_seg_optimizer, prepare_model, sample_batch, seg_loss
+from genseg_bench.methods.recipe import seg_loss
+from genseg_bench.methods.training import autocast, make_seg_optimizer, prepare_model, sample_batch
 from genseg_bench.models.generators import GENERATORS, build_generator
 from genseg_bench.models.segmenters import build_segmenter
 from genseg_bench.profiles import get_profile

@@ -70,7 +70,8 @@ def print_report(
         check_compare(task_id, results, compare, res)
     rows = rep.aggregate(task, res)
     if compare:
-        tests = rep.paired_tests(task, res, compare[0], compare[1])
+        # everything this command prints is one family: Holm runs over all of it, once, here
+        tests = rep.holm_family(rep.paired_tests(task, res, compare[0], compare[1]))
         if not tests:
             note(
                 f"--compare {','.join(compare)}: no paired test: the two methods share no seed of one training "
@@ -90,8 +91,24 @@ def print_report(
     console.print(table)
     if tests:
         assert compare is not None
-        tt = Table(title=f"paired t-test across seeds: {compare[0]} vs {compare[1]}")
-        for col in ("n train", "test set", "mean a", "mean b", "a − b", "pairs", "t", "p (two-sided)"):
+        tt = Table(
+            title=f"paired t-test across seeds: {compare[0]} vs {compare[1]}",
+            caption=f"CI: {rep.CI_LEVEL:.0%} t interval of the mean difference (n − 1 df). "
+            + rep.family_sentence(tests, rep.COMPARE_SCOPE),
+        )
+        ci = f"{rep.CI_LEVEL:.0%} CI"
+        for col in (
+            "n train",
+            "test set",
+            "mean a",
+            "mean b",
+            "a − b",
+            ci,
+            "pairs",
+            "t",
+            "p (two-sided)",
+            "p Holm",
+        ):
             tt.add_column(col)
         for t in tests:
             tt.add_row(
@@ -100,9 +117,11 @@ def print_report(
                 f"{t.mean_a:.3f}",
                 f"{t.mean_b:.3f}",
                 f"{t.mean_diff:+.3f}",
+                rep.ci_text(t),
                 str(t.n_pairs),
                 "-" if t.t is None else f"{t.t:.2f}",
-                "-" if t.p_value is None else f"{t.p_value:.4f}",
+                rep.p_text(t.p_value) if t.p_value is not None else t.no_test,
+                rep.p_text(t.p_holm),
             )
         console.print(tt)
 
@@ -113,7 +132,11 @@ def report_cmd(
     task: Annotated[str, typer.Option("--task", "-t")],
     results: ResultsOpt = Path("results"),
     compare: Annotated[
-        str | None, typer.Option(help="Two methods for a paired t-test, e.g. genseg-unet,unet.")
+        str | None,
+        typer.Option(
+            help="Two methods for a paired t-test, e.g. genseg-unet,unet (95% CI, raw p, and p Holm-adjusted "
+            "over every test printed)."
+        ),
     ] = None,
     format: Annotated[str, typer.Option("--format", help="table, json or markdown.")] = "table",
 ) -> None:
@@ -133,7 +156,13 @@ def reproduction_cmd(
     methods: Annotated[
         str, typer.Option(help="Comma-separated methods, in table order.")
     ] = "unet,unet-combine,unet-real-x2,genseg-unet",
-    anchor: Annotated[str, typer.Option(help="The method tested against every other.")] = "genseg-unet",
+    anchor: Annotated[
+        str,
+        typer.Option(
+            help="The method tested against every other (paired t-tests with 95% CIs; p Holm-adjusted over "
+            "every test on the page)."
+        ),
+    ] = "genseg-unet",
     preamble: Annotated[
         Path | None, typer.Option(help="A Markdown file placed after the header (setup notes; no numbers).")
     ] = None,

@@ -7,6 +7,11 @@ seeds that ran, with the seeds named), its split (train + validation), budget
 tests of one method against every other; the paper's numbers beside them; and a
 verdict line per paper claim computed from the numbers. Nothing in it is typed
 by hand, so rerunning the command after more runs finish updates every number.
+
+Every paired test on one page is one family: its p-values are Holm-adjusted over
+all of them (``report.holm_family``), and a verdict calls a difference significant
+only on the adjusted p. A page of twenty tests at a raw 0.05 would otherwise show
+about one "significant" difference by chance alone.
 """
 
 from __future__ import annotations
@@ -26,7 +31,9 @@ from genseg_bench.profiles import get_profile
 from genseg_bench.results import iter_results
 from genseg_bench.specs import RunResult, TaskSpec
 
-ALPHA = 0.05
+ALPHA = rep.ALPHA
+PAGE_SCOPE = "every paired test on this page (all its tasks, test sets and method pairs)"
+"""The Holm family of a page, as the page names it."""
 
 
 def _f(x: float | None, signed: bool = False, digits: int = 3) -> str:
@@ -88,24 +95,82 @@ def _describe_profile(name: str, p: dict[str, Any]) -> str:
 
 
 def _verdict(test: rep.PairedTest, paper_gain: float | None) -> str:
-    """One sentence from a paired test and, where the paper gives one, its claimed gain."""
+    """One sentence from a paired test and, where the paper gives one, its claimed gain.
+
+    Significance is read off the Holm-adjusted p (``test`` must come through ``report.holm_family``):
+    the raw p is quoted beside it, but a claim holds only if it survives the page's correction.
+    """
     if test.p_value is None:
-        sig = f"{test.n_pairs} pair(s): too few seeds for a test"
-    elif test.p_value < ALPHA:
-        sig = f"significant at {ALPHA} (p = {test.p_value:.3f}, {test.n_pairs} seeds)"
+        sig = test.no_test
     else:
-        sig = f"not significant (p = {test.p_value:.3f}, {test.n_pairs} seeds)"
+        ps = f"p Holm = {rep.p_text(test.p_holm)}, raw p = {rep.p_text(test.p_value)}, {test.n_pairs} seeds"
+        sig = f"significant at {ALPHA} after Holm ({ps})" if test.significant else f"not significant ({ps})"
     line = f"{test.method_a} − {test.method_b} on {test.test_set}: {test.mean_diff:+.3f}, {sig}"
     if paper_gain is not None:
-        holds = test.mean_diff > 0 and (test.p_value is not None and test.p_value < ALPHA)
+        holds = test.mean_diff > 0 and test.significant
         direction = "same sign" if (test.mean_diff > 0) == (paper_gain > 0) else "opposite sign"
         line += f". Paper: {paper_gain:+.3f} ({direction}); the claim {'holds' if holds else 'does not hold'} here"
     return line + "."
 
 
-def task_section(task: TaskSpec, runs: list[RunResult], methods: Sequence[str], anchor: str) -> list[str]:
-    """The Markdown of one task: setup, score table, budgets, paired tests, verdicts."""
-    runs = [r for r in runs if r.spec.method in methods or rep.method_label(r) in methods]
+def _section_runs(runs: list[RunResult], methods: Sequence[str]) -> list[RunResult]:
+    """The runs a task section shows: those of the page's methods (by name or row label)."""
+    return [r for r in runs if r.spec.method in methods or rep.method_label(r) in methods]
+
+
+def _row_order(rows: list[rep.ReportRow], methods: Sequence[str]) -> list[str]:
+    """The page's methods that have a row, in the page's order."""
+    return [m for m in methods if any(r.method == m for r in rows)]
+
+
+def anchor_tests(
+    task: TaskSpec, runs: list[RunResult], methods: Sequence[str], anchor: str
+) -> list[rep.PairedTest]:
+    """The paired tests a task section prints: ``anchor`` against every other method, in row order.
+
+    Raw (not Holm-adjusted): :func:`build` gathers those of every section first, since the
+    family is the whole page.
+    """
+    runs = _section_runs(runs, methods)
+    order = _row_order(rep.aggregate(task, runs), methods)
+    if anchor not in order:
+        return []
+    return [t for other in order if other != anchor for t in rep.paired_tests(task, runs, anchor, other)]
+
+
+def _test_table(tests: Sequence[rep.PairedTest], labels: dict[str, str]) -> list[str]:
+    """The Markdown table of a section's paired tests: difference, CI, raw p and Holm p per test."""
+    ci = f"{rep.CI_LEVEL:.0%} CI"
+    lines = [
+        f"| comparison | test set | seeds | mean difference | {ci} | p | p Holm |",
+        "|" + "---|" * 7,
+    ]
+    for t in tests:
+        where = f" [{labels[t.settings]}]" if labels and t.settings in labels else ""
+        p = rep.p_text(t.p_value) if t.p_value is not None else t.no_test
+        lines.append(
+            f"| {t.method_a} − {t.method_b}{where} | {t.test_set} | {t.n_pairs} | {t.mean_diff:+.3f} | "
+            f"{rep.ci_text(t)} | {p} | {rep.p_text(t.p_holm)} |"
+        )
+    return lines
+
+
+def task_section(
+    task: TaskSpec,
+    runs: list[RunResult],
+    methods: Sequence[str],
+    anchor: str,
+    tests: Sequence[rep.PairedTest] | None = None,
+) -> list[str]:
+    """The Markdown of one task: setup, score table, budgets, paired tests, verdicts.
+
+    ``tests``: this section's :func:`anchor_tests`, already Holm-adjusted over the page's family
+    (:func:`build` passes them). Without them the section is its own family and says so.
+    """
+    page_family = tests is not None
+    if tests is None:
+        tests = rep.holm_family(anchor_tests(task, runs, methods, anchor))
+    runs = _section_runs(runs, methods)
     lines = [f"## {task.id}", "", task.description, ""]
     if not runs:
         return [*lines, "No result files for this task yet.", ""]
@@ -137,7 +202,7 @@ def task_section(task: TaskSpec, runs: list[RunResult], methods: Sequence[str], 
         "flags",
     ]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    order = [m for m in methods if any(r.method == m for r in rows)]
+    order = _row_order(rows, methods)
     labels = _settings_labels(task, runs)
     settings_of = {r.context: r.settings for r in rows}
     for m in order:
@@ -197,25 +262,34 @@ def task_section(task: TaskSpec, runs: list[RunResult], methods: Sequence[str], 
             what = f"{ref.value:+.3f} over {ref.baseline}" if ref.kind == "gain" else f"{ref.value:.3f}"
             lines.append(f"- {ref.method}, n = {ref.train_size}, {ref.test_set}: {what} ({ref.figure})")
     if anchor in order:
-        lines += ["", f"Paired two-sided t-tests across seeds, {anchor} against each method:", ""]
+        size = max((t.family_size for t in tests), default=0)
+        family = "the family named at the top of the page" if page_family else "this section"
+        holm_note = (
+            f"p Holm over the {size} test(s) of {family}"
+            if size
+            else "no pair has a test: one seed, or identical differences"
+        )
+        lines += [
+            "",
+            f"Paired two-sided t-tests across seeds, {anchor} against each method "
+            f"({rep.CI_LEVEL:.0%} t interval of the mean difference; {holm_note}):",
+            "",
+        ]
         gains = {
             (ref.baseline, ref.test_set): ref.value
             for ref in task.references
             if ref.kind == "gain" and ref.method == anchor
         }
         scores_ref = {(ref.method, ref.test_set): ref.value for ref in task.references if ref.kind == "score"}
-        any_test = False
-        for other in order:
-            if other == anchor:
-                continue
-            for t in rep.paired_tests(task, runs, anchor, other):
-                any_test = True
-                gain = gains.get((other, t.test_set))
-                if gain is None and (anchor, t.test_set) in scores_ref and (other, t.test_set) in scores_ref:
-                    gain = scores_ref[(anchor, t.test_set)] - scores_ref[(other, t.test_set)]
-                where = f" [{labels[t.settings]}]" if labels and t.settings in labels else ""
-                lines.append(f"- {_verdict(t, gain)}{where}")
-        if not any_test:
+        if tests:
+            lines += [*_test_table(tests, labels), ""]
+        for t in tests:
+            gain = gains.get((t.method_b, t.test_set))
+            if gain is None and (anchor, t.test_set) in scores_ref and (t.method_b, t.test_set) in scores_ref:
+                gain = scores_ref[(anchor, t.test_set)] - scores_ref[(t.method_b, t.test_set)]
+            where = f" [{labels[t.settings]}]" if labels and t.settings in labels else ""
+            lines.append(f"- {_verdict(t, gain)}{where}")
+        if not tests:
             lines.append("- no seed has both methods yet.")
     lines.append("")
     lines += final_network_section(task, runs, methods)
@@ -380,11 +454,27 @@ def build(
         "`best at the last validation` (still improving when the budget ended: may be undertrained).",
         "",
     ]
-    if preamble:
-        out += [preamble.strip(), ""]
+    loaded = []
     for task_id in tasks:
         task = catalog.task(task_id)
-        runs = list(iter_results(results_dir, task_id)) if (results_dir / task_id).is_dir() else []
-        out += task_section(task, runs, methods, anchor)
+        loaded.append(
+            (task, list(iter_results(results_dir, task_id)) if (results_dir / task_id).is_dir() else [])
+        )
+    # one family per page: every section's tests are adjusted together, then handed back to their section
+    raw = [anchor_tests(task, runs, methods, anchor) for task, runs in loaded]
+    adjusted = rep.holm_family([t for section in raw for t in section])
+    if adjusted:
+        out += [
+            f"Paired tests: two-sided paired t-tests across the seeds both methods ran, with the "
+            f"{rep.CI_LEVEL:.0%} t interval (n − 1 degrees of freedom) of the mean paired difference. "
+            + rep.family_sentence(adjusted, PAGE_SCOPE),
+            "",
+        ]
+    if preamble:
+        out += [preamble.strip(), ""]
+    start = 0
+    for (task, runs), section in zip(loaded, raw, strict=True):
+        out += task_section(task, runs, methods, anchor, adjusted[start : start + len(section)])
+        start += len(section)
     out += independent_section(independent or [])
     return "\n".join(out).rstrip() + "\n"

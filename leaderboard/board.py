@@ -26,11 +26,12 @@ from typing import Any
 
 from genseg_bench import report as rep
 from genseg_bench.curves import Curve, Efficiency, curves_from_rows, efficiency
+from genseg_bench.report import holm  # the one Holm step-down, shared with the report and the pages
 from genseg_bench.specs import RunResult, TaskSpec
 
 from .data import Snapshot
 
-ALPHA = 0.05
+ALPHA = rep.ALPHA
 STATS_NOTE = (
     "Ranks: methods ordered by mean score over seeds (± sample std, ddof = 1). "
     "Separability (column “vs next”): two-sided paired t-test across seeds between each method and "
@@ -38,18 +39,6 @@ STATS_NOTE = (
     f"of each table, α = {ALPHA}. ≻ separable, ≈ not separable, n/a: fewer than two paired seeds "
     "or identical differences across seeds."
 )
-
-
-def holm(pvalues: list[float | None]) -> list[float | None]:
-    """Holm-Bonferroni adjusted p-values (None stays None and is not counted in the family)."""
-    present = sorted((p, i) for i, p in enumerate(pvalues) if p is not None)
-    m = len(present)
-    out: list[float | None] = [None] * len(pvalues)
-    running = 0.0
-    for k, (p, i) in enumerate(present):
-        running = max(running, min(1.0, (m - k) * p))
-        out[i] = running
-    return out
 
 
 @dataclass(frozen=True)

@@ -218,3 +218,126 @@ def test_report_flags_a_run_still_improving_when_its_budget_ended(catalog: Catal
     assert rep.run_flags(ran([0.2, 0.3, 0.4, 0.6], its[-1])) == ["best at the last validation"]
     assert rep.run_flags(ran([0.2, 0.6, 0.4, 0.5], its[1])) == []  # peaked, then fell: budget enough
     assert rep.run_flags(ran([0.2, 0.6, 0.6, 0.6], its[1])) == []  # a plateau keeps its first best
+
+
+def test_holm_step_down_by_hand() -> None:
+    # sorted: 0.01 x 4 = 0.04; 0.03 x 3 = 0.09; 0.04 x 2 = 0.08, raised to 0.09 by the running max
+    # (a smaller raw p never gets a larger adjusted one); 0.20 x 1 = 0.20
+    assert rep.holm([0.01, 0.04, 0.03, 0.20]) == pytest.approx([0.04, 0.09, 0.09, 0.20])
+    # a test without a p-value stays without one and does not enlarge the family
+    assert rep.holm([0.01, None, 0.04, 0.03, 0.20]) == pytest.approx([0.04, None, 0.09, 0.09, 0.20])  # type: ignore[arg-type]
+    assert rep.holm([0.6, 0.7]) == pytest.approx([1.0, 1.0])  # 1.2 and 0.7, capped at 1, monotone
+    assert rep.holm([0.04]) == pytest.approx([0.04]) and rep.holm([]) == []
+
+
+def _t975(df: int) -> float:
+    """The 0.975 quantile of Student's t in closed form for 1 and 2 degrees of freedom (no scipy)."""
+    # df 1 (Cauchy): tan(pi (q - 1/2)); df 2: F(t) = 1/2 + t / (2 sqrt(2 + t^2)), so t = 0.95 sqrt(2 / (1 - 0.95^2))
+    return math.tan(math.pi * 0.475) if df == 1 else 0.95 * math.sqrt(2 / (1 - 0.95**2))
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [([0.80, 0.83, 0.79], [0.75, 0.76, 0.77]), ([0.80, 0.83], [0.75, 0.76])],
+    ids=["3 seeds", "2 seeds"],
+)
+def test_confidence_interval_is_the_hand_computed_t_interval(
+    catalog: Catalog, a: list[float], b: list[float]
+) -> None:
+    task = catalog.task("synthetic")
+    ts = task.test_sets[0].name
+    results = [make_result(task, "genseg-unet", s, 40, {ts: v}) for s, v in enumerate(a)]
+    results += [make_result(task, "unet", s, 40, {ts: v}) for s, v in enumerate(b)]
+    (t,) = rep.paired_tests(task, results, "genseg-unet", "unet")
+    d = [x - y for x, y in zip(a, b, strict=True)]
+    n = len(d)
+    half = _t975(n - 1) * statistics.stdev(d) / math.sqrt(n)
+    assert t.mean_diff == pytest.approx(statistics.fmean(d))
+    assert (t.ci_low, t.ci_high) == pytest.approx((statistics.fmean(d) - half, statistics.fmean(d) + half))
+    assert t.p_value is not None  # n = 2: a t test with one degree of freedom, still a test
+
+
+def _family(task: TaskSpec) -> list[RunResult]:
+    """genseg-unet against unet at two sizes (three seeds each) and against deeplab on one seed."""
+    ts = task.test_sets[0].name
+    scores = {
+        (40, "genseg-unet"): [0.80, 0.83, 0.79],
+        (40, "unet"): [0.75, 0.76, 0.77],
+        (16, "genseg-unet"): [0.70, 0.66, 0.72],
+        (16, "unet"): [0.65, 0.66, 0.64],
+    }
+    out = [make_result(task, m, s, n, {ts: v}) for (n, m), vals in scores.items() for s, v in enumerate(vals)]
+    return out + [
+        make_result(task, "genseg-unet", 0, 8, {ts: 0.6}),
+        make_result(task, "unet", 0, 8, {ts: 0.5}),
+    ]
+
+
+def test_one_seed_pairs_get_no_p_and_no_ci_and_are_not_in_the_family(catalog: Catalog) -> None:
+    task = catalog.task("synthetic")
+    tests = rep.holm_family(rep.paired_tests(task, _family(task), "genseg-unet", "unet"))
+    by_n = {t.train_size: t for t in tests}
+    one = by_n[8]
+    assert one.n_pairs == 1 and one.mean_diff == pytest.approx(0.1)
+    assert (one.t, one.p_value, one.ci_low, one.ci_high, one.p_holm) == (None, None, None, None, None)
+    assert one.no_test == "one seed: no test" and not one.significant
+    assert {t.family_size for t in tests} == {2}  # the two three-seed tests; the one-seed pair is not counted
+    raw = sorted((by_n[16].p_value, by_n[40].p_value))  # type: ignore[type-var]
+    low, high = (by_n[n] for n in (16, 40)) if by_n[16].p_value == raw[0] else (by_n[n] for n in (40, 16))
+    assert low.p_holm == pytest.approx(min(1.0, 2 * raw[0]))
+    assert high.p_holm == pytest.approx(max(min(1.0, 2 * raw[0]), raw[1]))
+    assert rep.holm_family(tests) == tests  # adjusting again changes nothing
+
+
+def test_a_tested_pair_without_holm_has_no_verdict(catalog: Catalog) -> None:
+    task = catalog.task("synthetic")
+    raw = next(
+        t for t in rep.paired_tests(task, _family(task), "genseg-unet", "unet") if t.p_value is not None
+    )
+    with pytest.raises(ValueError, match="holm_family"):
+        _ = raw.significant
+
+
+def test_report_compare_prints_ci_raw_p_holm_p_and_the_family_in_every_format(
+    catalog: Catalog, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from genseg_bench.cli import app
+
+    task = catalog.task("synthetic")
+    for r in _family(task):
+        write_result(tmp_path, r)
+    tests = rep.holm_family(rep.paired_tests(task, _family(task), "genseg-unet", "unet"))
+    t40 = next(t for t in tests if t.train_size == 40)
+    base = ["report", "--task", "synthetic", "--results", str(tmp_path), "--compare", "genseg-unet,unet"]
+    runner = CliRunner()
+
+    md = runner.invoke(app, [*base, "--format", "markdown"])
+    assert md.exit_code == 0, md.output
+    assert "| 95% CI | pairs | t | p | p Holm |" in md.output
+    family = (
+        f"Holm–Bonferroni adjustment over the family of {rep.COMPARE_SCOPE}, 2 test(s); the 1 pair(s) without"
+    )
+    assert family in md.output
+    row = next(line for line in md.output.splitlines() if line.startswith("| genseg-unet | unet | 40 |"))
+    assert f"| {rep.ci_text(t40)} | 3 |" in row and row.endswith(
+        f"| {rep.p_text(t40.p_value)} | {rep.p_text(t40.p_holm)} |"
+    )
+    one = next(line for line in md.output.splitlines() if line.startswith("| genseg-unet | unet | 8 |"))
+    assert one.endswith("| — | 1 | - | one seed: no test | — |")
+
+    js = runner.invoke(app, [*base, "--format", "json"])
+    assert js.exit_code == 0, js.output
+    payload = json.loads(js.output)
+    assert payload["holm"]["family_size"] == 2 and family in payload["holm"]["family"]
+    by_n = {t["train_size"]: t for t in payload["paired_tests"]}
+    assert by_n[40]["p_holm"] == pytest.approx(t40.p_holm) and by_n[40]["ci_low"] == pytest.approx(t40.ci_low)
+    assert (
+        by_n[8]["p_value"] is None and by_n[8]["p_holm"] is None and by_n[8]["no_test"] == "one seed: no test"
+    )
+
+    table = runner.invoke(app, [*base], env={"COLUMNS": "250"})
+    assert table.exit_code == 0, table.output
+    assert "p Holm" in table.output and "95% CI" in table.output and "2 test(s)" in table.output
+    assert rep.ci_text(t40) in table.output and "one seed: no test" in table.output

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import math
+import statistics
+from dataclasses import replace
 from pathlib import Path
 
+import pytest
+from scipy import stats
 from typer.testing import CliRunner
 
+from genseg_bench import report as rep
 from genseg_bench.catalog import Catalog
 from genseg_bench.cli import app
-from genseg_bench.reproduction import build
+from genseg_bench.reproduction import PAGE_SCOPE, _verdict, build
 from genseg_bench.results import write_result
 from genseg_bench.specs import RunResult, RunSpec, TaskSpec, TestSetResult
 
@@ -151,8 +157,12 @@ def test_runs_of_two_profile_settings_are_two_labelled_rows_never_one(tmp_path: 
     assert "| genseg-unet [profile A] | 40 (32+8) | 0 | 0.750 (1 seed) |" in doc
     assert "**profile A** (profile cpu:" in doc and "lr floor 0.01 x start" in doc
     assert "**profile B** (profile cpu:" in doc and "no lr floor, stepped from the first validation)" in doc
-    assert f"genseg-unet − unet on {a}: +0.050, 1 pair(s): too few seeds for a test. [profile A]" in doc
+    assert f"genseg-unet − unet on {a}: +0.050, one seed: no test. [profile A]" in doc
     assert "0.140" not in doc and "0.130" not in doc  # never paired with the old unet runs
+    assert (
+        "none of its 1 pair(s) has a test" in doc
+        and "no pair has a test: one seed, or identical differences" in doc
+    )
 
 
 def test_final_network_scores_sit_beside_the_selected_checkpoint(tmp_path: Path) -> None:
@@ -197,3 +207,68 @@ def test_no_final_network_record_no_second_table(tmp_path: Path) -> None:
     write_result(results, _result(task, "unet", 0, {a: 0.5, b: 0.4}))
     doc = build(catalog, results, ["synthetic-ood"], ["unet"], "unet")
     assert "Selected checkpoint against the final network" not in doc
+
+
+def test_the_page_is_one_holm_family_and_its_verdicts_read_the_holm_p(tmp_path: Path) -> None:
+    """Tests of every task on the page are adjusted together; raw p 0.040 is no longer significant."""
+    catalog = Catalog.load()
+    ood, plain = catalog.task("synthetic-ood"), catalog.task("synthetic")
+    a, b = (t.name for t in ood.test_sets)
+    results = tmp_path / "results"
+    # synthetic-ood: raw p 0.040 on a; identical differences on b (no test); unet-real-x2 has one seed
+    g_a, u_a = [0.736, 0.756, 0.776], [0.70, 0.70, 0.70]
+    for seed in range(3):
+        write_result(results, _result(ood, "genseg-unet", seed, {a: g_a[seed], b: 0.6}))
+        write_result(results, _result(ood, "unet", seed, {a: u_a[seed], b: 0.5}))
+    write_result(results, _result(ood, "unet-real-x2", 0, {a: 0.7, b: 0.5}))
+    # synthetic: noise only, a large p
+    g_s, u_s = [0.80, 0.70, 0.75], [0.75, 0.74, 0.74]
+    for seed in range(3):
+        write_result(results, _result(plain, "genseg-unet", seed, {"synthetic-a": g_s[seed]}))
+        write_result(results, _result(plain, "unet", seed, {"synthetic-a": u_s[seed]}))
+    doc = build(
+        catalog,
+        results,
+        ["synthetic-ood", "synthetic"],
+        ["unet", "unet-real-x2", "genseg-unet"],
+        "genseg-unet",
+    )
+
+    p_ood = float(stats.ttest_rel(g_a, u_a).pvalue)
+    p_plain = float(stats.ttest_rel(g_s, u_s).pvalue)
+    assert p_ood == pytest.approx(0.040, abs=5e-4) and p_plain > 2 * p_ood
+    holm_ood, holm_plain = 2 * p_ood, max(2 * p_ood, p_plain)  # m = 2: the other four pairs have no test
+    assert f"Holm–Bonferroni adjustment over the family of {PAGE_SCOPE}, 2 test(s)" in doc
+    d = [x - y for x, y in zip(g_a, u_a, strict=True)]
+    half = 0.95 * math.sqrt(2 / (1 - 0.95**2)) * statistics.stdev(d) / math.sqrt(3)  # t(0.975, 2 df) * se
+    ci = f"[{statistics.fmean(d) - half:+.3f}, {statistics.fmean(d) + half:+.3f}]"
+    ood_part, plain_part = doc.split("\n## synthetic-ood\n", 1)[1].split("\n## synthetic\n", 1)
+    assert f"| genseg-unet − unet | {a} | 3 | +0.056 | {ci} | {p_ood:.3f} | {holm_ood:.3f} |" in ood_part
+    assert (
+        f"| genseg-unet − unet | {b} | 3 | +0.100 | — | 3 seeds, identical differences: no test | — |"
+        in ood_part
+    )
+    assert f"| genseg-unet − unet-real-x2 | {a} | 1 | +0.036 | — | one seed: no test | — |" in ood_part
+    assert "| genseg-unet − unet | synthetic-a | 3 | +0.007 |" in plain_part
+    assert (
+        plain_part.split("| genseg-unet − unet | synthetic-a | 3 | +0.007 |")[1]
+        .split("\n")[0]
+        .endswith(f"| {p_plain:.3f} | {holm_plain:.3f} |")
+    )
+    # significant at the raw p, not after the page's correction: the verdict follows Holm
+    assert (
+        f"genseg-unet − unet on {a}: +0.056, not significant (p Holm = {holm_ood:.3f}, raw p = {p_ood:.3f}, 3 seeds)."
+        in ood_part
+    )
+    assert f"genseg-unet − unet-real-x2 on {a}: +0.036, one seed: no test." in ood_part
+
+
+def test_a_paper_claim_holds_only_on_the_holm_p() -> None:
+    raw = rep.PairedTest("genseg-unet", "unet", 40, "kvasir", 0.8, 0.75, 0.05, 3, 5.0, 0.04)
+    with pytest.raises(ValueError, match="holm_family"):
+        _verdict(raw, 0.1)
+    survives = _verdict(replace(raw, p_holm=0.045, family_size=1), 0.1)
+    assert "significant at 0.05 after Holm (p Holm = 0.045, raw p = 0.040" in survives
+    assert survives.endswith("the claim holds here.")
+    fails = _verdict(replace(raw, p_holm=0.08, family_size=2), 0.1)
+    assert "not significant (p Holm = 0.080, raw p = 0.040" in fails and fails.endswith("does not hold here.")

@@ -240,17 +240,17 @@ def test_images_seen_tell_generation_from_batch_size(catalog: Catalog, store: St
 
 def test_real_x2_adds_the_loss_of_an_augmented_copy(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """The control's update is the gradient of L(real) + L(augmented copy): two forwards per update."""
-    from genseg_bench.methods import supervised
+    from genseg_bench.methods import recipe
     from genseg_bench.methods.registry import build_method
 
     calls: list[int] = []
-    real_loss = supervised.seg_loss
+    real_loss = recipe.seg_loss
 
-    def counting(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    def counting(logits: torch.Tensor, masks: torch.Tensor, kind: str = "bce") -> torch.Tensor:
         calls.append(int(logits.shape[0]))
-        return real_loss(logits, masks)
+        return real_loss(logits, masks, kind)
 
-    monkeypatch.setattr(supervised, "seg_loss", counting)
+    monkeypatch.setattr(recipe, "seg_loss", counting)
     spec = Catalog.load().method("unet-real-x2")
     g = torch.Generator().manual_seed(0)
     images = torch.rand(6, 3, 32, 32, generator=g)

@@ -159,6 +159,7 @@ from genseg_bench.augment import augment_masks
 from genseg_bench.errors import DataError, SpecError
 from genseg_bench.methods.base import FitContext, FitResult, Method, SegData
 from genseg_bench.methods.config import GenSegConfig
+from genseg_bench.methods.recipe import Recipe, seg_loss
 from genseg_bench.methods.training import (
     ModulePredictor,
     TrainingMonitor,
@@ -169,7 +170,6 @@ from genseg_bench.methods.training import (
     prepare_model,
     sample_batch,
     seed_everything,
-    seg_loss,
     start_lrs,
 )
 from genseg_bench.models.discriminator import (  # noqa: F401 (re-exported: the conditional GAN's losses)
@@ -186,6 +186,11 @@ Timer = Callable[[str], None]
 
 GRID_FILE = "generated_pairs.png"
 ALPHA_PLOT_FILE = "alphas.png"
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""``loss(logits, masks)``: L_seg (:meth:`~genseg_bench.methods.recipe.Recipe.loss`)."""
+ImageFn = Callable[[torch.Tensor], torch.Tensor]
+"""A differentiable map of a batch of images (the recipe's intensity augmentation)."""
 
 StepRule = Callable[[Sequence[torch.Tensor], Sequence[torch.Tensor]], list[torch.Tensor]]
 """``rule(params, grads) -> params'``: the differentiable one-step lookahead of Eq. 5 / 7.
@@ -240,6 +245,13 @@ class GenSegBatch:
     aug_masks: torch.Tensor
     val_images: torch.Tensor | None = None
     val_masks: torch.Tensor | None = None
+    seg_images: torch.Tensor | None = None
+    """The real images as the segmenter trains on them (the recipe's intensity augmentation); None:
+    ``images``. The GAN level always sees ``images`` unchanged."""
+
+    @property
+    def real_for_seg(self) -> torch.Tensor:
+        return self.images if self.seg_images is None else self.seg_images
 
 
 @dataclass
@@ -386,6 +398,8 @@ def unrolled_step(
     timer: Timer = _no_timer,
     g_step: StepRule | None = None,
     s_step: StepRule | None = None,
+    loss: LossFn = seg_loss,
+    intensity: ImageFn | None = None,
 ) -> UnrolledStep:
     """Eq. 5 and 7 (and the objective of Eq. 8): the value ``L_seg(S'(G'(A)), val)`` and what leads to it.
 
@@ -396,7 +410,9 @@ def unrolled_step(
     gives the same values: what the finite-difference test evaluates). Without a
     validation batch, ``val_loss`` and ``s_prime`` are None. ``disc`` is the
     generator's level-1 partner H (None for a generator without one); level 1 is
-    :func:`generator_objective`.
+    :func:`generator_objective`. ``loss`` is L_seg (the profile's recipe; BCE by
+    default) at levels 2 and 3; ``intensity`` augments the generated images before S
+    sees them, differentiably, so the hypergradient runs through it.
     """
     g_rule, s_rule = _rule(g_step, eta_g, "g"), _rule(s_step, eta_s, "s")
     g_params = gen.named_weight_parameters()
@@ -411,13 +427,16 @@ def unrolled_step(
     s_list = list(s_params.values())
     # two ordinary training forwards (see the module docstring); only the generated half, which depends
     # on A, keeps a graph of its gradient, so the double backward of S runs over B images, not 2B
+    seg_input = generated.to(batch.images.dtype)
+    if intensity is not None:
+        seg_input = intensity(seg_input)
     with amp():
-        gen_loss = seg_loss(seg(generated.to(batch.images.dtype)), batch.aug_masks)
+        gen_loss = loss(seg(seg_input), batch.aug_masks)
     s_grads = _grads(gen_loss, s_list, create_graph)
     seg_total = gen_loss
     if gamma > 0:
         with amp():
-            real_loss = seg_loss(seg(batch.images), batch.masks)
+            real_loss = loss(seg(batch.real_for_seg), batch.masks)
         real_grads = _grads(real_loss, s_list, False)
         s_grads = tuple(g + gamma * r for g, r in zip(s_grads, real_grads, strict=True))
         seg_total = gen_loss + gamma * real_loss
@@ -429,7 +448,7 @@ def unrolled_step(
         buffers = {n: b.clone() for n, b in seg.named_buffers()}
         with amp():
             val_logits = functional_call(seg, {**s_prime, **buffers}, (batch.val_images,))
-        val = seg_loss(val_logits, batch.val_masks)
+        val = loss(val_logits, batch.val_masks)
         timer("val")
     return UnrolledStep(gan, fake, g_grads, g_prime, generated, seg_total, s_grads, s_prime, val)
 
@@ -490,8 +509,13 @@ class GenSegTrainer:
         amp: AmpFactory = _no_amp,
         record: bool = False,
         seg_backbone: str | None = None,
+        intensity_rng: torch.Generator | None = None,
     ) -> None:
         self.cfg, self.gen, self.disc, self.seg, self.amp = cfg, gen, disc, seg, amp
+        self.recipe = Recipe(profile)
+        """The shared segmenter recipe: L_seg at levels 2-3, intensity augmentation of S's inputs."""
+        self.intensity_rng = intensity_rng
+        """The random stream of the intensity augmentation (needed only when the recipe has it)."""
         self.record_steps = record
         self.record: StepRecord | None = None
         self.iteration = 0
@@ -524,7 +548,8 @@ class GenSegTrainer:
                 sgd_rule(float(self.opt_g.param_groups[0]["lr"])),
                 sgd_rule(float(self.opt_s.param_groups[0]["lr"])),  # follows ReduceLROnPlateau
             )
-        return adam_lookahead(self.opt_g), rmsprop_lookahead(self.opt_s)
+        s_rule = adam_lookahead if isinstance(self.opt_s, torch.optim.Adam) else rmsprop_lookahead
+        return adam_lookahead(self.opt_g), s_rule(self.opt_s)
 
     def end_to_end_step(self, batch: GenSegBatch, timer: Timer = _no_timer) -> StepLosses:
         """The three levels, then the real updates of A, G, H and S (see the module docstring)."""
@@ -544,6 +569,8 @@ class GenSegTrainer:
             create_graph=search,
             amp=self.amp,
             timer=timer,
+            loss=self.recipe.loss,
+            intensity=self.intensity(),
         )
         arch_grads: tuple[torch.Tensor, ...] = ()
         if search:
@@ -575,6 +602,20 @@ class GenSegTrainer:
         timer("update")
         return StepLosses(step.gan_loss.detach(), step.seg_loss.detach(), step.val_loss.detach())
 
+    def intensity(self) -> ImageFn | None:
+        """The recipe's intensity augmentation as a function of the images (None without one)."""
+        if not self.recipe.intensity:
+            return None
+        if self.intensity_rng is None:
+            raise ValueError("the recipe augments intensity: give GenSegTrainer an intensity_rng")
+        rng = self.intensity_rng
+        return lambda x: self.recipe.augment(x, rng)
+
+    def seg_real(self, images: torch.Tensor) -> torch.Tensor:
+        """Real images as S trains on them (intensity-augmented when the recipe says so)."""
+        fn = self.intensity()
+        return images if fn is None else fn(images)
+
     def gan_step(self, masks: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
         """Level 1 alone: one GAN step of G and H (Separate's pre-training, the joint loop's first half)."""
         with self.amp():
@@ -602,10 +643,11 @@ class GenSegTrainer:
         """Level 2 with G held fixed: S on generated pairs + gamma * real pairs."""
         with torch.no_grad(), self.amp():
             generated = self.gen(aug_masks)
+        seg_generated, seg_images = self.seg_real(generated.to(images.dtype)), self.seg_real(images)
         with self.amp():  # two forwards, as in unrolled_step, so every variant treats BatchNorm alike
-            loss = seg_loss(self.seg(generated.to(images.dtype)), aug_masks)
+            loss = self.recipe.loss(self.seg(seg_generated), aug_masks)
             if self.cfg.gamma > 0:
-                loss = loss + self.cfg.gamma * seg_loss(self.seg(images), masks)
+                loss = loss + self.cfg.gamma * self.recipe.loss(self.seg(seg_images), masks)
         self.opt_s.zero_grad(set_to_none=True)
         loss.backward()
         self.opt_s.step()
@@ -723,7 +765,7 @@ class GenSegMethod(Method):
         seg = build_segmenter(
             self.spec.backbone, channels, dims, self.spec.encoder, self.spec.encoder_weights
         )
-        seg = prepare_model(seg, ctx, dims)
+        seg = prepare_model(seg, ctx, dims, train.images)
         width = ctx.profile.gen_width
         gen = build_generator(
             cfg.generator,
@@ -751,7 +793,14 @@ class GenSegMethod(Method):
         rng = seed_everything(ctx.seed, ctx.device)
         gen, disc, seg = self.build(train, ctx, cfg)
         trainer = GenSegTrainer(
-            cfg, gen, disc, seg, ctx.profile, amp=lambda: autocast(ctx), seg_backbone=self.spec.backbone
+            cfg,
+            gen,
+            disc,
+            seg,
+            ctx.profile,
+            amp=lambda: autocast(ctx),
+            seg_backbone=self.spec.backbone,
+            intensity_rng=rng,
         )
         bs = ctx.batch_size
         every = eval_interval(ctx)
@@ -797,7 +846,10 @@ class GenSegMethod(Method):
             aug_masks = augment_masks(masks, aug, rng)
             if cfg.unrolled:
                 val_images, val_masks = sample_batch(val, bs, rng)
-                losses = trainer.end_to_end_step(GenSegBatch(masks, images, aug_masks, val_images, val_masks))
+                batch = GenSegBatch(
+                    masks, images, aug_masks, val_images, val_masks, seg_images=trainer.seg_real(images)
+                )
+                losses = trainer.end_to_end_step(batch)
             elif cfg.separate:
                 losses = StepLosses(
                     torch.zeros((), device=ctx.device), trainer.segmenter_step(masks, images, aug_masks)

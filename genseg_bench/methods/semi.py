@@ -94,6 +94,7 @@ from genseg_bench.methods.config import (
     SemiSupervisedConfig,
     parse_config,
 )
+from genseg_bench.methods.recipe import Recipe, seg_loss
 from genseg_bench.methods.training import (
     ModulePredictor,
     TrainingMonitor,
@@ -102,7 +103,6 @@ from genseg_bench.methods.training import (
     prepare_model,
     sample_batch,
     seed_everything,
-    seg_loss,
     start_lrs,
 )
 from genseg_bench.models.segmenters import build_segmenter
@@ -129,9 +129,11 @@ class PairModel(nn.Module):
     networks' weights) and the predictor all go through this one module.
     """
 
-    def __init__(self, first: nn.Module, second: nn.Module, predict: str) -> None:
+    def __init__(self, first: nn.Module, second: nn.Module, predict: str, loss_kind: str = "bce") -> None:
         super().__init__()
         self.first, self.second, self.predict = first, second, predict
+        self.loss_kind = loss_kind
+        """The recipe's segmenter loss (``Profile.seg_loss``) of the supervised terms."""
 
     def both(
         self, images: torch.Tensor, masks: torch.Tensor, unlabelled: torch.Tensor, input_grad: bool = False
@@ -148,7 +150,7 @@ class PairModel(nn.Module):
             x = x.detach().requires_grad_(True)
         first, second = self.first(x), self.second(x)
         b = int(images.shape[0])
-        sup = seg_loss(first[:b], masks) + seg_loss(second[:b], masks)
+        sup = seg_loss(first[:b], masks, self.loss_kind) + seg_loss(second[:b], masks, self.loss_kind)
         return PairForward(x, b, first, second, sup)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -287,7 +289,13 @@ class SemiSupervisedMethod(Method):
             self.spec.backbone, channels, dims, self.spec.encoder, self.spec.encoder_weights
         )
         second, second_desc = self.second_network(cfg, channels, dims)
-        pair = PairModel(prepare_model(first, ctx, dims), prepare_model(second, ctx, dims), cfg.predict)
+        pair = PairModel(
+            prepare_model(first, ctx, dims, train.images),
+            prepare_model(second, ctx, dims, train.images),
+            cfg.predict,
+            ctx.profile.seg_loss,
+        )
+        recipe = Recipe(ctx.profile)
         opt, sched = make_seg_optimizer(
             [
                 (pair.first.parameters(), self.spec.backbone),
@@ -308,6 +316,7 @@ class SemiSupervisedMethod(Method):
             if aug.active:
                 images, masks = augment_pair(images, masks, aug, gen)
                 unlabelled, _ = augment_pair(unlabelled, torch.zeros_like(unlabelled[:, :1]), aug, gen)
+            images, unlabelled = recipe.augment(images, gen), recipe.augment(unlabelled, gen)
             with autocast(ctx):
                 losses = self.losses(pair, images, masks, unlabelled, sigmoid_rampup(it, ramp_length), cfg)
             opt.zero_grad(set_to_none=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from genseg_bench.augment import augment_pair
 from genseg_bench.methods.base import FitContext, FitResult, Method, SegData
 from genseg_bench.methods.config import SupervisedConfig, parse_config
+from genseg_bench.methods.recipe import Recipe
 from genseg_bench.methods.training import (
     ModulePredictor,
     TrainingMonitor,
@@ -18,7 +19,6 @@ from genseg_bench.methods.training import (
     prepare_model,
     sample_batch,
     seed_everything,
-    seg_loss,
     start_lrs,
 )
 from genseg_bench.models.segmenters import build_segmenter
@@ -47,7 +47,8 @@ class SupervisedMethod(Method):
             self.spec.encoder,
             self.spec.encoder_weights,
         )
-        model = prepare_model(model, ctx, train.dims)
+        model = prepare_model(model, ctx, train.dims, train.images)
+        recipe = Recipe(ctx.profile)
         opt, sched = make_seg_optimizer(model.parameters(), ctx.profile, self.spec.backbone)
         monitor = TrainingMonitor(model, val, ctx, opt, sched)
         model.train()
@@ -58,10 +59,13 @@ class SupervisedMethod(Method):
                 copy_images, copy_masks = augment_pair(images, masks, copy_aug, gen)
             if aug.active:
                 images, masks = augment_pair(images, masks, aug, gen)
+            images = recipe.augment(images, gen)
+            if copy_aug.active:
+                copy_images = recipe.augment(copy_images, gen)
             with autocast(ctx):
-                loss = seg_loss(model(images), masks)
+                loss = recipe.loss(model(images), masks)
                 if copy_aug.active:  # a second forward, as GenSeg's generated half
-                    loss = loss + seg_loss(model(copy_images), copy_masks)
+                    loss = loss + recipe.loss(model(copy_images), copy_masks)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

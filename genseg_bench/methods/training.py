@@ -22,21 +22,14 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from genseg_bench.errors import TrainingDiverged
 from genseg_bench.methods.base import FitContext, Predictor, SegData
+from genseg_bench.methods.recipe import with_input_norm
 from genseg_bench.metrics import binarise, dice_per_case, jaccard_per_case
 from genseg_bench.models.backbones import seg_lr
 from genseg_bench.specs import Profile
-
-
-def seg_loss(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-    """Pixel-wise binary cross-entropy (the paper's L_seg), in float32 or better (bf16 is upcast, float64 kept)."""
-    dtype = torch.promote_types(logits.dtype, torch.float32)
-    return F.binary_cross_entropy_with_logits(logits.to(dtype), masks.to(dtype))
-
 
 ParamGroups = Sequence[tuple[Iterable[nn.Parameter], str | None]]
 """``(parameters, backbone)`` per network: each network's learning rate follows its backbone."""
@@ -45,7 +38,10 @@ ParamGroups = Sequence[tuple[Iterable[nn.Parameter], str | None]]
 def make_seg_optimizer(
     params: Iterable[nn.Parameter] | ParamGroups, profile: Profile, backbone: str | None = None
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.ReduceLROnPlateau]:
-    """RMSprop (lr, momentum 0.9, weight decay) + ReduceLROnPlateau(mode=max), as in A.6.
+    """The profile's ``seg_optimizer`` + ReduceLROnPlateau(mode=max).
+
+    ``rmsprop`` (lr, momentum, weight decay) is A.6 of the paper; ``adam`` is torch's Adam
+    with the profile's weight decay as L2 (GenSeg's optimizer lookahead reproduces both).
 
     ``params`` of one network (whose ``backbone`` sets its rate), or ``(parameters,
     backbone)`` pairs, one parameter group each (a semi-supervised pair of a CNN and a
@@ -59,12 +55,14 @@ def make_seg_optimizer(
     else:
         groups = [(items, backbone)]
     lrs = [seg_lr(profile.seg_lr, b) for _, b in groups]
-    opt = torch.optim.RMSprop(
-        [{"params": p, "lr": lr, "start_lr": lr} for (p, _), lr in zip(groups, lrs, strict=True)],
-        lr=lrs[0],
-        momentum=profile.seg_momentum,
-        weight_decay=profile.seg_weight_decay,
-    )
+    param_groups = [{"params": p, "lr": lr, "start_lr": lr} for (p, _), lr in zip(groups, lrs, strict=True)]
+    opt: torch.optim.Optimizer
+    if profile.seg_optimizer == "adam":
+        opt = torch.optim.Adam(param_groups, lr=lrs[0], weight_decay=profile.seg_weight_decay)
+    else:
+        opt = torch.optim.RMSprop(
+            param_groups, lr=lrs[0], momentum=profile.seg_momentum, weight_decay=profile.seg_weight_decay
+        )
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
         opt,
         mode="max",
@@ -190,8 +188,17 @@ def seed_everything(seed: int, device: torch.device) -> torch.Generator:
     return gen
 
 
-def prepare_model(model: nn.Module, ctx: FitContext, dims: int) -> nn.Module:
-    """Move to the device; channels-last on CUDA for 2D convolutions."""
+def prepare_model(
+    model: nn.Module, ctx: FitContext, dims: int, train_images: torch.Tensor | None = None
+) -> nn.Module:
+    """Move to the device; channels-last on CUDA for 2D convolutions.
+
+    With ``train_images`` the model is a segmenter: it goes behind the profile's input
+    normalisation (:func:`~genseg_bench.methods.recipe.with_input_norm`, statistics from
+    those images), so every method's segmenter gets the recipe's normalisation here.
+    """
+    if train_images is not None:
+        model = with_input_norm(model, ctx.profile, train_images)
     model = model.to(ctx.device)
     if ctx.device.type == "cuda" and dims == 2:
         model = model.to(memory_format=torch.channels_last)

@@ -89,6 +89,7 @@ from torch import nn
 from genseg_bench.augment import augment_pair
 from genseg_bench.methods.base import FitContext, FitResult, Method, SegData
 from genseg_bench.methods.config import WGANConfig, parse_config
+from genseg_bench.methods.recipe import Recipe
 from genseg_bench.methods.training import (
     ModulePredictor,
     TrainingMonitor,
@@ -99,7 +100,6 @@ from genseg_bench.methods.training import (
     prepare_model,
     sample_batch,
     seed_everything,
-    seg_loss,
     start_lrs,
 )
 from genseg_bench.models.segmenters import build_segmenter
@@ -329,7 +329,8 @@ class WGANMethod(Method):
             self.spec.encoder,
             self.spec.encoder_weights,
         )
-        model = prepare_model(model, ctx, train.dims)
+        model = prepare_model(model, ctx, train.dims, train.images)
+        recipe = Recipe(ctx.profile)
 
         gan_its = 0
         history: dict[str, list[Any]] = {}
@@ -355,13 +356,16 @@ class WGANMethod(Method):
             real = int(images.shape[0])
             if aug.active:
                 images, masks = augment_pair(images, masks, aug, rng)
+            images = recipe.augment(images, rng)
             generated = 0
+            if pool is not None:
+                gen_images, gen_masks = sample_batch(pool, bs, gan_rng)
+                gen_images = recipe.augment(gen_images, rng)
             with autocast(ctx):
-                loss = seg_loss(model(images), masks)
+                loss = recipe.loss(model(images), masks)
                 if pool is not None:  # a second forward, as GenSeg's generated half
-                    gen_images, gen_masks = sample_batch(pool, bs, gan_rng)
                     generated = int(gen_images.shape[0])
-                    loss = loss + seg_loss(model(gen_images), gen_masks)
+                    loss = loss + recipe.loss(model(gen_images), gen_masks)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -10,6 +10,12 @@ settings, data fingerprints, task identity (version) and resolved method config.
 Runs that differ in any of these are never averaged: they become separate rows,
 each flagged with the fields that differ (a smoke run mixed into quick runs once
 turned 0.957 +- 0.017 over 3 seeds into 0.780 +- 0.354 over 4, silently).
+
+Paired tests are corrected for multiplicity: whatever prints several tests together
+(``report --compare``, a reproduction page, a leaderboard table) treats them as one
+family and adjusts their p-values with :func:`holm` (via :func:`holm_family`), so a
+verdict read off a page of twenty tests is not a 1-in-20 false alarm. This module is
+the one home of that correction; it imports no torch, so the leaderboard uses it too.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import math
 import statistics
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, ClassVar
 
 from pydantic import ValidationError
@@ -262,9 +268,54 @@ class ReportRow:
         return self.mean - self.paper
 
 
+ALPHA = 0.05
+"""Significance level of every verdict, applied to Holm-adjusted p-values."""
+CI_LEVEL = 0.95
+"""Coverage of the confidence interval of a mean paired difference."""
+
+
+def holm(pvalues: Sequence[float | None]) -> list[float | None]:
+    """Holm-Bonferroni adjusted p-values, in the input order (None stays None and is not counted).
+
+    Why Holm: it controls the family-wise error rate without assuming the tests are
+    independent (tests on one page share methods, seeds and test sets, so they are not),
+    and it is uniformly more powerful than plain Bonferroni. Step-down: the k-th smallest
+    of m p-values (k from 0) is multiplied by m - k, capped at 1, and made monotone by a
+    running maximum, so a smaller raw p never gets a larger adjusted one.
+    """
+    present = sorted((p, i) for i, p in enumerate(pvalues) if p is not None)
+    m = len(present)
+    out: list[float | None] = [None] * len(pvalues)
+    running = 0.0
+    for k, (p, i) in enumerate(present):
+        running = max(running, min(1.0, (m - k) * p))
+        out[i] = running
+    return out
+
+
+def mean_ci(diffs: Sequence[float], level: float = CI_LEVEL) -> tuple[float, float] | None:
+    """The t interval (n - 1 degrees of freedom) of the mean of ``diffs``; None below two values.
+
+    The interval says how large the difference plausibly is, which a p-value alone hides
+    (three seeds give wide intervals: a "not significant" +0.05 may still be a large gain).
+    One value has no spread, so no interval.
+    """
+    n = len(diffs)
+    if n < 2:
+        return None
+    mean = statistics.fmean(diffs)
+    half = float(stats.t.ppf((1 + level) / 2, n - 1)) * statistics.stdev(diffs) / math.sqrt(n)
+    return mean - half, mean + half
+
+
 @dataclass(frozen=True)
 class PairedTest:
-    """Two-sided paired t-test between two methods across seeds (one pair per seed)."""
+    """Two-sided paired t-test between two methods across seeds (one pair per seed).
+
+    :func:`paired_tests` fills the raw test; ``p_holm`` and ``family_size`` are set by
+    :func:`holm_family` once the caller knows which tests are printed together (the
+    family), since the adjustment depends on all of them.
+    """
 
     method_a: str
     method_b: str
@@ -279,12 +330,95 @@ class PairedTest:
     profile: str = ""
     context: tuple[str, ...] = ()
     """:attr:`RunContext.shared` of the paired runs: runs of different contexts are never paired."""
+    ci_low: float | None = None
+    """Lower end of the :data:`CI_LEVEL` t interval of ``mean_diff`` (None whenever ``p_value`` is None)."""
+    ci_high: float | None = None
+    p_holm: float | None = None
+    """``p_value`` adjusted by :func:`holm` over the family of tests printed with this one (None: no test,
+    or not adjusted yet)."""
+    family_size: int = 0
+    """How many tests (with a p-value) the Holm adjustment ran over; 0 before :func:`holm_family`."""
 
     @property
     def settings(self) -> str:
         """The profile-settings digest of the paired runs ("" for a test built without a context)."""
         i = RunContext.SHARED.index("settings")
         return self.context[i] if len(self.context) > i else ""
+
+    @property
+    def no_test(self) -> str:
+        """Why this pair has no p-value and no interval ("" when it has them)."""
+        if self.p_value is not None:
+            return ""
+        if self.n_pairs < 2:
+            return "one seed: no test"
+        return f"{self.n_pairs} seeds, identical differences: no test"
+
+    @property
+    def significant(self) -> bool:
+        """Holm-adjusted p below :data:`ALPHA`; a raw p alone never makes a difference significant.
+
+        Raises on a tested pair whose family was never adjusted: reading the raw p as the verdict
+        is exactly the mistake the adjustment exists to prevent.
+        """
+        if self.p_value is None:
+            return False
+        if self.p_holm is None:
+            raise ValueError(
+                "PairedTest not adjusted for multiplicity: pass its family through holm_family()"
+            )
+        return self.p_holm < ALPHA
+
+
+def holm_family(tests: Sequence[PairedTest]) -> list[PairedTest]:
+    """``tests`` with ``p_holm`` and ``family_size`` set, Holm-adjusted over all of them as one family.
+
+    The family is what is printed together (one ``report --compare`` output, one reproduction
+    page): every test a reader can pick a "significant" one from. Tests without a p-value (one
+    seed, or identical differences) are not counted. Adjusts from the raw p-values, so
+    running it again on its own output changes nothing.
+    """
+    adjusted = holm([t.p_value for t in tests])
+    size = sum(p is not None for p in adjusted)
+    return [replace(t, p_holm=a, family_size=size) for t, a in zip(tests, adjusted, strict=True)]
+
+
+def family_sentence(tests: Sequence[PairedTest], family: str) -> str:
+    """One sentence naming the Holm family of ``tests`` (already through :func:`holm_family`) and its size.
+
+    ``family`` describes what is printed together (``every paired test on this page ...``); the
+    sentence is there so a reader knows how many chances at a false "significant" were corrected for.
+    """
+    size = max((t.family_size for t in tests), default=0)
+    untested = sum(t.p_value is None for t in tests)
+    if size == 0:
+        return (
+            f"p Holm: the Holm–Bonferroni family is {family}, but none of its {untested} pair(s) has a test "
+            "(one seed, or identical differences), so nothing is adjusted and no difference is called significant."
+        )
+    skipped = (
+        f"; the {untested} pair(s) without a test (one seed, or identical differences) are not counted"
+        if untested
+        else ""
+    )
+    return (
+        f"p Holm: Holm–Bonferroni adjustment over the family of {family}, {size} test(s){skipped}; "
+        f"a difference is called significant only when p Holm < {ALPHA}."
+    )
+
+
+def p_text(p: float | None) -> str:
+    """A p-value for a table: three decimals, ``< 0.001`` below that, "—" when there is no test."""
+    if p is None:
+        return "—"
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def ci_text(t: PairedTest) -> str:
+    """The confidence interval of a test's mean difference as ``[-0.012, +0.074]``, "—" without one."""
+    if t.ci_low is None or t.ci_high is None:
+        return "—"
+    return f"[{t.ci_low:+.3f}, {t.ci_high:+.3f}]"
 
 
 RESAMPLED = " [resampled]"
@@ -496,7 +630,8 @@ def paired_tests(task: TaskSpec, results: list[RunResult], method_a: str, method
     """Paired t-tests of ``a`` vs ``b`` per size, test set and shared run context, pairing runs by seed.
 
     Only runs of one profile, budget, data and task version are paired. A method whose
-    runs at a size differ in their config gets one test per config.
+    runs at a size differ in their config gets one test per config. The tests carry raw
+    p-values and intervals; pass what is printed together through :func:`holm_family`.
     """
     scores, _ = _group(task, (r for r in results if r.spec.task == task.id))
     cells: dict[tuple[int, tuple[str, ...]], dict[str, set[RunContext]]] = defaultdict(
@@ -519,9 +654,13 @@ def paired_tests(task: TaskSpec, results: list[RunResult], method_a: str, method
                     xb = [b[s] for s in seeds]
                     diffs = [x - y for x, y in zip(xa, xb, strict=True)]
                     t = p = None
+                    ci: tuple[float, float] | None = None
+                    # identical differences have no spread: t is infinite and a zero-width interval
+                    # would read as certainty, so such a pair, like one seed, has no test
                     if len(seeds) >= 2 and _std(diffs) > 0:
                         res = stats.ttest_rel(xa, xb)
                         t, p = float(res.statistic), float(res.pvalue)
+                        ci = mean_ci(diffs)
                     out.append(
                         PairedTest(
                             method_a,
@@ -536,6 +675,8 @@ def paired_tests(task: TaskSpec, results: list[RunResult], method_a: str, method
                             p,
                             profile=ca.profile,
                             context=shared,
+                            ci_low=ci[0] if ci else None,
+                            ci_high=ci[1] if ci else None,
                         )
                     )
     return out
@@ -602,7 +743,14 @@ HEADER = [
 ]
 
 
+COMPARE_SCOPE = (
+    "every paired test of this output (all training sizes, test sets and run contexts of the pair)"
+)
+"""What the family of ``report --compare`` is: the tests printed by one command."""
+
+
 def to_markdown(task: TaskSpec, rows: list[ReportRow], tests: list[PairedTest]) -> str:
+    """The report as Markdown; the paired tests are Holm-adjusted over all of ``tests`` (printed together)."""
     lines = [
         f"## {task.id}: {task.description}",
         "",
@@ -617,16 +765,20 @@ def to_markdown(task: TaskSpec, rows: list[ReportRow], tests: list[PairedTest]) 
     if warnings:
         lines += ["", "Runs set apart (see each row's flags):", ""] + [f"* {w}" for w in warnings]
     if tests:
+        tests = holm_family(tests)
         lines += [
             "",
-            "Two-sided paired t-test across seeds:",
+            "Two-sided paired t-test across seeds, with the "
+            f"{CI_LEVEL:.0%} t interval of the mean difference. " + family_sentence(tests, COMPARE_SCOPE),
             "",
-            "| a | b | n train | test set | profile | mean a | mean b | a − b | pairs | t | p |",
-            "|" + "---|" * 11,
+            "| a | b | n train | test set | profile | mean a | mean b | a − b | "
+            f"{CI_LEVEL:.0%} CI | pairs | t | p | p Holm |",
+            "|" + "---|" * 13,
         ]
         lines += [
             f"| {t.method_a} | {t.method_b} | {t.train_size} | {t.test_set} | {t.profile or '-'} | {t.mean_a:.3f} | "
-            f"{t.mean_b:.3f} | {t.mean_diff:+.3f} | {t.n_pairs} | {_fmt(t.t)} | {_fmt(t.p_value)} |"
+            f"{t.mean_b:.3f} | {t.mean_diff:+.3f} | {ci_text(t)} | {t.n_pairs} | {_fmt(t.t)} | "
+            f"{p_text(t.p_value) if t.p_value is not None else t.no_test} | {p_text(t.p_holm)} |"
             for t in tests
         ]
     return "\n".join(lines) + "\n"
@@ -643,7 +795,11 @@ def _no_nan(obj: object) -> object:
 
 
 def to_json(task: TaskSpec, rows: list[ReportRow], tests: list[PairedTest]) -> str:
-    """JSON with NaN (no successful seed) written as null, so every JSON parser reads it."""
+    """JSON with NaN (no successful seed) written as null, so every JSON parser reads it.
+
+    The paired tests are Holm-adjusted over all of ``tests`` (one output, one family).
+    """
+    tests = holm_family(tests)
     payload = {
         "task": task.id,
         "metric": task.metric,
@@ -651,6 +807,12 @@ def to_json(task: TaskSpec, rows: list[ReportRow], tests: list[PairedTest]) -> s
         "policy": EMPTY_POLICY,
         "warnings": split_warnings(rows),
         "rows": [{**asdict(r), "delta": r.delta} for r in rows],
-        "paired_tests": [asdict(t) for t in tests],
+        "paired_tests": [{**asdict(t), "no_test": t.no_test or None} for t in tests],
+        "holm": {
+            "family_size": max((t.family_size for t in tests), default=0),
+            "family": family_sentence(tests, COMPARE_SCOPE) if tests else "",
+            "alpha": ALPHA,
+            "ci_level": CI_LEVEL,
+        },
     }
     return json.dumps(_no_nan(payload), indent=1, allow_nan=False)
