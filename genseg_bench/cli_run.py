@@ -402,7 +402,7 @@ def run_cmd(
     ] = False,
 ) -> None:
     """Run a task's grid (methods x sizes x seeds); finished runs are skipped, so an interrupted grid resumes."""
-    from genseg_bench.profiles import get_profile
+    from genseg_bench.profiles import get_profile, recipe_text
 
     if (task is None) == (suite is None):
         raise GensegBenchError(
@@ -498,6 +498,7 @@ def run_cmd(
             f"{prof.image_size or catalog.task(task).image_size}px), device {dev}, executor {ex.name}, "
             f"results in {results}"
         )
+        console.print(recipe_text(prof))
         summary = run_grid_with_progress(
             catalog,
             task,

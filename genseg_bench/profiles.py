@@ -98,3 +98,27 @@ def get_profile(name: str, image_size: int | None = None, iterations: int | None
     if iterations is not None:
         updates["iterations"] = iterations
     return profile.model_copy(update=updates) if updates else profile
+
+
+_NORM_TEXT = {
+    "none": "no input normalisation",
+    "image": "per-image z-score",
+    "dataset": "training-set z-score",
+}
+
+
+def recipe_text(profile: Profile) -> str:
+    """The profile's shared segmenter recipe in words, for the run header: what every method trains with."""
+    parts = [
+        f"{profile.seg_optimizer} {profile.seg_lr:g}",
+        profile.seg_loss,
+        _NORM_TEXT[profile.input_norm],
+        "intensity augmentation" if profile.intensity_aug else "no intensity augmentation",
+    ]
+    text = "segmenter recipe: " + ", ".join(parts)
+    if profile.name == "paper":
+        text += (
+            " (the paper's text, not calibrated on this suite's hardware; the cpu profile's recipe"
+            " was: docs/methodology.md, Calibration)"
+        )
+    return text

@@ -308,6 +308,24 @@ class Profile(Strict):
     """Step the plateau scheduler only once a validation score beats predicting nothing: a segmenter
     that still predicts all background is not on a plateau (measured on CVC-ClinicDB-40: six
     evaluations at Dice 0 cut the UNet's lr 10x before it had predicted one polyp)."""
+    seg_optimizer: Literal["rmsprop", "adam"] = "rmsprop"
+    """The segmenter's optimiser (recipe). ``rmsprop`` is A.6 of the paper (momentum ``seg_momentum``,
+    L2 ``seg_weight_decay``); ``adam`` is torch's Adam with ``seg_weight_decay`` as L2. RMSprop's
+    second-moment estimate starts at zero with no bias correction, so its first steps are ~10x the
+    nominal rate: at 3e-4 from scratch the UNet found its first foreground only after ~600 of 800
+    iterations on a held-out task, where Adam at 1e-3 found it by iteration 100."""
+    seg_loss: Literal["bce", "bce+dice"] = "bce"
+    """The segmenter loss of every method (recipe): ``bce`` is the paper's text; ``bce+dice`` is
+    0.5 BCE + 0.5 batch soft Dice, as the paper's public code and nnU-Net (Dice + CE) train."""
+    input_norm: Literal["none", "image", "dataset"] = "none"
+    """Input normalisation inside every segmenter (recipe): ``image`` z-scores each image per channel
+    (nnU-Net's default for non-CT data), ``dataset`` z-scores with the training images' channel mean
+    and std (stored with the network). Inside the network, so real, generated, validation and test
+    images all pass it. With ``image``, brightness and contrast augmentation cancel out (the z-score
+    undoes any affine change of an image); only gamma survives."""
+    intensity_aug: bool = False
+    """Brightness / contrast / gamma augmentation of every image a segmenter trains on, real and
+    generated alike (recipe; ranges as nnU-Net's: genseg_bench.methods.recipe)."""
     gen_lr: float = 1e-5
     gen_weight_decay: float = 1e-3
     arch_lr: float = 1e-4
