@@ -69,9 +69,12 @@ def _profile_line(task: TaskSpec, runs: list[RunResult]) -> str:
     labels = _settings_labels(task, runs)
     seen: dict[str, str] = {}
     for r in runs:
-        digest = rep.run_context(task, r).settings
+        ctx = rep.run_context(task, r)
+        digest = ctx.settings
         if digest not in seen:
             text = _describe_profile(r.spec.profile, rep.profile_of(r))
+            if not ctx.task.startswith("v"):  # rows never mix task versions; the reader must see which
+                text += f"; task spec of an earlier version of {task.id} ({ctx.task})"
             seen[digest] = f"**{labels[digest]}** ({text})" if labels else text
     return "; ".join(seen[d] for d in sorted(seen))
 
@@ -89,9 +92,20 @@ def _describe_profile(name: str, p: dict[str, Any]) -> str:
         f"profile {name}: {p.get('iterations')} iterations, batch {p.get('batch_size')}, "
         f"image side {p.get('image_size') or 'task default'}, validation every "
         f"{p.get('eval_every')} iterations (ReduceLROnPlateau, {rules}), "
-        f"segmenter RMSprop lr {p.get('seg_lr')}, generator Adam lr {p.get('gen_lr')}, "
+        f"segmenter {_segmenter_recipe(p)}, generator Adam lr {p.get('gen_lr')}, "
         f"architecture Adam lr {p.get('arch_lr')}, generator width {p.get('gen_width')}"
     )
+
+
+def _segmenter_recipe(p: dict[str, Any]) -> str:
+    """The shared segmenter recipe of a profile (fields a run predates read as the code before them)."""
+    optimiser = "Adam" if p.get("seg_optimizer") == "adam" else "RMSprop"
+    norm = {"image": "per-image z-score", "dataset": "training-set z-score"}.get(
+        str(p.get("input_norm")), "no input normalisation"
+    )
+    loss = "BCE + Dice" if p.get("seg_loss") == "bce+dice" else "BCE"
+    aug = ", intensity augmentation" if p.get("intensity_aug") else ""
+    return f"{optimiser} lr {p.get('seg_lr')} (weight decay {p.get('seg_weight_decay')}), {loss}, {norm}{aug}"
 
 
 def _verdict(test: rep.PairedTest, paper_gain: float | None) -> str:
