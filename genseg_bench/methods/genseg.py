@@ -24,8 +24,10 @@ in particular the discriminator's, and break or silently alter the
 hypergradient): A by its Adam; G by Adam on ``g_G`` (A.6: lr ``gen_lr``, betas
 (0.5, 0.999), ``gen_weight_decay``); H by the same Adam ascending the GAN
 objective on ``(real, G(M).detach())`` (Eq. 6); S by the supervised baselines'
-RMSprop + ReduceLROnPlateau on ``g_S``, i.e. Eq. 7's gradient on generated plus
-real pairs. Reusing ``g_G`` and ``g_S`` for the real steps saves a second
+optimiser (the profile's ``seg_optimizer``: RMSprop as A.6, or Adam) + ReduceLROnPlateau
+on ``g_S``, i.e. Eq. 7's gradient on generated plus real pairs, of the profile's L_seg
+(``seg_loss``: BCE as the paper's text, or BCE + Dice), with the recipe's intensity
+augmentation, where it has one, on the generated and real images S sees. Reusing ``g_G`` and ``g_S`` for the real steps saves a second
 forward/backward of G and S per iteration; they are evaluated at the current
 weights and A from before this iteration's A step (A moves by ~``arch_lr`` per
 step). The real steps use the paper's optimisers.
@@ -50,7 +52,8 @@ step). The real steps use the paper's optimisers.
   mutated; an empty state is the first step). G (torch Adam): ``m' = b1 m +
   (1 - b1) g``, ``v' = b2 v + (1 - b2) g^2``, bias corrections at the step count
   the real step will have, ``G' = G - lr m'_hat / (sqrt(v'_hat) + eps)``, with
-  ``weight_decay * G`` added to ``g`` as torch does. S (torch RMSprop with
+  ``weight_decay * G`` added to ``g`` as torch does. S with Adam: the same rule
+  (:func:`adam_lookahead`). S (torch RMSprop with
   momentum mu): ``v' = a v + (1 - a) g^2``, ``buf' = mu buf + g / (sqrt(v') +
   eps)``, ``S' = S - lr buf'``. Numerically G' and S' *are* the weights after
   this iteration's real steps, so the hypergradient asks how A changes the
