@@ -186,3 +186,14 @@ def test_cpu_profile_records_its_calibrated_recipe_and_paper_keeps_the_text() ->
         "none",
         False,
     )
+
+
+def test_the_run_header_names_the_recipe_and_flags_the_paper_profile_as_uncalibrated() -> None:
+    from genseg_bench.profiles import recipe_text
+
+    assert recipe_text(PROFILES["cpu"]) == (
+        "segmenter recipe: adam 0.001, bce+dice, per-image z-score, no intensity augmentation"
+    )
+    assert "not calibrated" in recipe_text(PROFILES["paper"]) and "rmsprop 1e-05, bce" in recipe_text(
+        PROFILES["paper"]
+    )
