@@ -31,8 +31,20 @@ a 2-core CPU) and stays available as ``--image-size 128``.
 
 from __future__ import annotations
 
+from typing import Any
+
 from genseg_bench.errors import unknown
 from genseg_bench.specs import Profile
+
+CALIBRATED_RECIPE: dict[str, Any] = {
+    "seg_lr": 1e-3,
+    "seg_optimizer": "adam",
+    "seg_weight_decay": 0.0,
+    "seg_loss": "bce+dice",
+    "input_norm": "image",
+}
+"""The segmenter recipe the calibration chose (docs/calibration.md): one home for ``cpu`` and
+``paper-calibrated``."""
 
 PROFILES: dict[str, Profile] = {
     "paper": Profile(
@@ -53,11 +65,7 @@ PROFILES: dict[str, Profile] = {
         iterations=5000,
         batch_size=8,
         eval_every=100,
-        seg_lr=1e-3,
-        seg_optimizer="adam",
-        seg_weight_decay=0.0,
-        seg_loss="bce+dice",
-        input_norm="image",
+        **CALIBRATED_RECIPE,
         gen_lr=1e-5,
         arch_lr=1e-4,
         gen_width=64,
@@ -69,11 +77,7 @@ PROFILES: dict[str, Profile] = {
         iterations=800,
         batch_size=8,
         eval_every=50,
-        seg_lr=1e-3,
-        seg_optimizer="adam",
-        seg_weight_decay=0.0,
-        seg_loss="bce+dice",
-        input_norm="image",
+        **CALIBRATED_RECIPE,
         gen_lr=2e-4,
         arch_lr=1e-3,
         gen_width=16,
