@@ -248,13 +248,6 @@ class GenSegBatch:
     aug_masks: torch.Tensor
     val_images: torch.Tensor | None = None
     val_masks: torch.Tensor | None = None
-    seg_images: torch.Tensor | None = None
-    """The real images as the segmenter trains on them (the recipe's intensity augmentation); None:
-    ``images``. The GAN level always sees ``images`` unchanged."""
-
-    @property
-    def real_for_seg(self) -> torch.Tensor:
-        return self.images if self.seg_images is None else self.seg_images
 
 
 @dataclass
@@ -414,8 +407,9 @@ def unrolled_step(
     validation batch, ``val_loss`` and ``s_prime`` are None. ``disc`` is the
     generator's level-1 partner H (None for a generator without one); level 1 is
     :func:`generator_objective`. ``loss`` is L_seg (the profile's recipe; BCE by
-    default) at levels 2 and 3; ``intensity`` augments the generated images before S
-    sees them, differentiably, so the hypergradient runs through it.
+    default) at levels 2 and 3; ``intensity`` augments the generated and the real images
+    before S sees them (the GAN level sees the real ones unchanged), differentiably, so the
+    hypergradient runs through it.
     """
     g_rule, s_rule = _rule(g_step, eta_g, "g"), _rule(s_step, eta_s, "s")
     g_params = gen.named_weight_parameters()
@@ -439,7 +433,8 @@ def unrolled_step(
     seg_total = gen_loss
     if gamma > 0:
         with amp():
-            real_loss = loss(seg(batch.real_for_seg), batch.masks)
+            real_input = batch.images if intensity is None else intensity(batch.images)
+            real_loss = loss(seg(real_input), batch.masks)
         real_grads = _grads(real_loss, s_list, False)
         s_grads = tuple(g + gamma * r for g, r in zip(s_grads, real_grads, strict=True))
         seg_total = gen_loss + gamma * real_loss
@@ -849,10 +844,7 @@ class GenSegMethod(Method):
             aug_masks = augment_masks(masks, aug, rng)
             if cfg.unrolled:
                 val_images, val_masks = sample_batch(val, bs, rng)
-                batch = GenSegBatch(
-                    masks, images, aug_masks, val_images, val_masks, seg_images=trainer.seg_real(images)
-                )
-                losses = trainer.end_to_end_step(batch)
+                losses = trainer.end_to_end_step(GenSegBatch(masks, images, aug_masks, val_images, val_masks))
             elif cfg.separate:
                 losses = StepLosses(
                     torch.zeros((), device=ctx.device), trainer.segmenter_step(masks, images, aug_masks)
