@@ -123,7 +123,7 @@ def get_profile(name: str, image_size: int | None = None, iterations: int | None
     return profile.model_copy(update=updates) if updates else profile
 
 
-_NORM_TEXT = {
+NORM_TEXT = {
     "none": "no input normalisation",
     "image": "per-image z-score",
     "dataset": "training-set z-score",
@@ -135,7 +135,7 @@ def recipe_text(profile: Profile) -> str:
     parts = [
         f"{profile.seg_optimizer} {profile.seg_lr:g}",
         profile.seg_loss,
-        _NORM_TEXT[profile.input_norm],
+        NORM_TEXT[profile.input_norm],
         "intensity augmentation" if profile.intensity_aug else "no intensity augmentation",
     ]
     text = "segmenter recipe: " + ", ".join(parts)

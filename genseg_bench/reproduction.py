@@ -27,7 +27,7 @@ from genseg_bench import report as rep
 from genseg_bench.catalog import Catalog
 from genseg_bench.errors import GensegBenchError
 from genseg_bench.metric_policy import EMPTY_POLICY
-from genseg_bench.profiles import get_profile
+from genseg_bench.profiles import NORM_TEXT, get_profile
 from genseg_bench.results import iter_results
 from genseg_bench.specs import RunResult, TaskSpec
 
@@ -100,9 +100,7 @@ def _describe_profile(name: str, p: dict[str, Any]) -> str:
 def _segmenter_recipe(p: dict[str, Any]) -> str:
     """The shared segmenter recipe of a profile (fields a run predates read as the code before them)."""
     optimiser = "Adam" if p.get("seg_optimizer") == "adam" else "RMSprop"
-    norm = {"image": "per-image z-score", "dataset": "training-set z-score"}.get(
-        str(p.get("input_norm")), "no input normalisation"
-    )
+    norm = NORM_TEXT.get(str(p.get("input_norm")), NORM_TEXT["none"])
     loss = "BCE + Dice" if p.get("seg_loss") == "bce+dice" else "BCE"
     aug = ", intensity augmentation" if p.get("intensity_aug") else ""
     return f"{optimiser} lr {p.get('seg_lr')} (weight decay {p.get('seg_weight_decay')}), {loss}, {norm}{aug}"
