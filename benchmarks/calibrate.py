@@ -490,4 +490,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from genseg_bench.errors import GensegBenchError
+
+    try:
+        raise SystemExit(main())
+    except (GensegBenchError, FileNotFoundError) as exc:  # a bad task, profile or store: say so, no traceback
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
