@@ -510,6 +510,7 @@ class GenSegTrainer:
         intensity_rng: torch.Generator | None = None,
     ) -> None:
         self.cfg, self.gen, self.disc, self.seg, self.amp = cfg, gen, disc, seg, amp
+        self.profile = profile
         self.recipe = Recipe(profile)
         """The shared segmenter recipe: L_seg at levels 2-3, intensity augmentation of S's inputs."""
         self.intensity_rng = intensity_rng
@@ -538,6 +539,17 @@ class GenSegTrainer:
         self.opt_s, self.sched = make_seg_optimizer(self.s_params, profile, seg_backbone)
         self.device = next(gen.parameters()).device
         """Where G lives."""
+
+    def reset_gan_optimizers(self) -> None:
+        """Fresh Adam states for G and H, as when pre-trained weights are loaded into a new model.
+
+        The public code's end-to-end stage loads the pre-trained Pix2Pix weights (not its
+        optimisers) and builds new optimisers; the architecture's and S's are untouched (neither
+        took a step yet).
+        """
+        self.opt_g = _adam(self.g_params, self.profile.gen_lr, self.profile.gen_weight_decay)
+        if self.d_params:
+            self.opt_d = _adam(self.d_params, self.profile.gen_lr, self.profile.gen_weight_decay)
 
     def lookahead_rules(self) -> tuple[StepRule, StepRule]:
         """The step rules of G' and S' for this iteration (module docstring, *Lookahead*)."""
@@ -805,7 +817,7 @@ class GenSegMethod(Method):
         start = time.perf_counter()
 
         gan_its = 0
-        if cfg.separate:
+        if cfg.pretrains_gan:  # Separate, or the public code's pre-trained end-to-end regime
             gan_its = cfg.gan_iterations or ctx.iterations
             total = gan_its + ctx.iterations
             running = torch.zeros((), device=ctx.device)
@@ -822,8 +834,11 @@ class GenSegMethod(Method):
                     seen = 0
                 else:  # per-iteration progress carries no metrics (no host sync)
                     ctx.progress(it, total, {})
-            for p in (*gen.parameters(), *(disc.parameters() if disc is not None else ())):
-                p.requires_grad_(False)  # frozen from here on
+            if cfg.separate:
+                for p in (*gen.parameters(), *(disc.parameters() if disc is not None else ())):
+                    p.requires_grad_(False)  # frozen from here on
+            else:  # pretrain: the end-to-end stage starts from these weights with fresh optimisers
+                trainer.reset_gan_optimizers()
 
         monitor = TrainingMonitor(
             seg, val, ctx, trainer.opt_s, trainer.sched, total=gan_its + ctx.iterations, offset=gan_its
@@ -902,8 +917,13 @@ class GenSegMethod(Method):
             "final_losses": last,
             "train_time_s": time.perf_counter() - start,
         }
-        if cfg.separate:
+        if cfg.pretrains_gan:
             extras["gan_iterations"] = gan_its
+        if cfg.pretrain:
+            extras["gan_pretraining"] = (
+                f"the GAN trained alone for {gan_its} iterations (level 1; alphas uniform), then the "
+                "end-to-end stage from those weights with fresh G / H optimisers (the public code's regime)"
+            )
         return FitResult(
             predictor=ModulePredictor(seg, bs, ctx.use_amp),
             last_predictor=monitor.final_predictor(bs, ctx.use_amp),

@@ -297,6 +297,71 @@ def test_variants_build_and_run(
     assert probs.shape == (2, 1, 32, 32)
 
 
+def test_pretrained_regime_starts_the_end_to_end_stage_from_the_pretrained_gan(
+    catalog: Catalog, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """genseg-unet-pretrained: G and H after the GAN-only stage are the weights the first three-level
+    step starts from, the alphas are still uniform there, G's optimiser starts fresh, and the search moves A."""
+    spec = catalog.method("genseg-unet-pretrained")
+    spec = spec.model_copy(update={"config": {**spec.config, "gan_iterations": 3, "arch_warmup": 0}})
+    seen: dict[str, object] = {}
+    gan_step, e2e_step = GenSegTrainer.gan_step, GenSegTrainer.end_to_end_step
+
+    def spy_gan(self: GenSegTrainer, masks: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+        out = gan_step(self, masks, images)
+        seen["after_gan"] = (
+            {n: p.detach().clone() for n, p in self.gen.named_parameters()},
+            [p.detach().clone() for p in self.d_params],
+        )
+        seen["gan_steps"] = int(seen.get("gan_steps", 0)) + 1  # type: ignore[call-overload]
+        return out
+
+    def spy_e2e(self: GenSegTrainer, batch: GenSegBatch, timer: object = None) -> object:
+        if "first_e2e" not in seen:
+            seen["first_e2e"] = (
+                {n: p.detach().clone() for n, p in self.gen.named_parameters()},
+                [p.detach().clone() for p in self.d_params],
+            )
+            seen["opt_g_state"] = len(self.opt_g.state)
+        return e2e_step(self, batch)
+
+    build = GenSegMethod.build
+
+    def spy_build(self: GenSegMethod, *args: object) -> object:
+        models = build(self, *args)  # type: ignore[arg-type]
+        seen["initial"] = {n: p.detach().clone() for n, p in models[0].named_parameters()}
+        return models
+
+    monkeypatch.setattr(GenSegTrainer, "gan_step", spy_gan)
+    monkeypatch.setattr(GenSegTrainer, "end_to_end_step", spy_e2e)
+    monkeypatch.setattr(GenSegMethod, "build", spy_build)
+    fit = GenSegMethod(spec).fit(_tiny_data(6), _tiny_data(3, seed=1), _ctx(tmp_path, iterations=2))
+    initial: dict[str, torch.Tensor] = seen["initial"]  # type: ignore[assignment]
+    assert seen["gan_steps"] == 3 and fit.extras["gan_iterations"] == 3
+    assert fit.budget["gan_pretraining_iterations"] == 3 and "gan_pretraining" in fit.extras
+    (g_pre, d_pre), (g_e2e, d_e2e) = seen["after_gan"], seen["first_e2e"]  # type: ignore[misc]
+    for name, w in g_pre.items():
+        assert torch.equal(g_e2e[name], w), f"{name}: the end-to-end stage must start from the pre-trained G"
+    assert all(torch.equal(a, b) for a, b in zip(d_pre, d_e2e, strict=True))
+    weights = [n for n in g_pre if not n.endswith("alpha")]
+    assert any(not torch.equal(g_pre[n], initial[n]) for n in weights), "pre-training must move G"
+    for name in g_pre:
+        if name.endswith("alpha"):
+            assert torch.equal(g_pre[name], initial[name]), "the GAN-only stage must leave the alphas uniform"
+    assert seen["opt_g_state"] == 0, "the end-to-end stage builds G's optimiser afresh (weights are loaded)"
+    assert fit.extras["mode"] == "end-to-end"
+    moved = max(abs(v - 1 / 3) for cell in fit.extras["alphas"].values() for v in cell.values())
+    assert moved > 1e-6, "the architecture weights must still move in the end-to-end stage"
+
+
+def test_pretrain_leaves_the_paper_identity_alone(catalog: Catalog) -> None:
+    """``pretrain`` appears in a config's identity only when true: the paper's specs keep their run ids."""
+    paper = GenSegConfig.from_spec(catalog.method("genseg-unet")).resolved()
+    public = GenSegConfig.from_spec(catalog.method("genseg-unet-pretrained")).resolved()
+    assert "pretrain" not in paper and public["pretrain"] is True
+    assert {k: v for k, v in public.items() if k != "pretrain"} == paper
+
+
 def test_joint_mode_without_the_architecture_level(tmp_path: Path) -> None:
     spec = MethodSpec(name="g", kind="genseg", description="joint", config={"end_to_end": False})
     fit = GenSegMethod(spec).fit(_tiny_data(6), _tiny_data(3, seed=1), _ctx(tmp_path, iterations=2))
@@ -312,6 +377,8 @@ def test_joint_mode_without_the_architecture_level(tmp_path: Path) -> None:
         ({"cells": "fixed", "end_to_end": True}, "no alphas"),
         ({"augment": ["rotate", "shear"]}, "shear"),
         ({"gan_iterations": 5}, "separate"),
+        ({"pretrain": True, "separate": True}, "pretrain"),
+        ({"pretrain": True, "cells": "fixed"}, "pretrain"),
         ({"lookahead": "adam"}, "lookahead"),
     ],
 )
