@@ -29,7 +29,8 @@ from genseg_bench.errors import SpecError, unknown
 from genseg_bench.methods.config import BUILTIN_CONFIGS, parse_config
 from genseg_bench.methods.registry import available_kinds, is_known_kind
 from genseg_bench.models.backbones import check_backbone, smp_architectures
-from genseg_bench.specs import MethodSpec, SuiteSpec, TaskSpec
+from genseg_bench.profiles import PROFILES
+from genseg_bench.specs import ClaimSpec, MethodSpec, SuiteSpec, TaskSpec
 
 
 def _resource_dir(package: str) -> Path:
@@ -140,6 +141,23 @@ def _check_method(path: Path, spec: MethodSpec, smp_names: tuple[str, ...]) -> N
         raise SpecError(f"{where}: {exc}") from None
 
 
+def _check_claim(
+    path: Path, claim: ClaimSpec, tasks: dict[str, TaskSpec], methods: dict[str, MethodSpec]
+) -> None:
+    """A claim names a known task, its test set, two known methods and a known profile."""
+    where = f"{path}: claim {claim.id!r}"
+    if claim.task not in tasks:
+        raise SpecError(f"{where} names unknown task {claim.task!r}.")
+    sets = [t.name for t in tasks[claim.task].test_sets]
+    if claim.test_set not in sets:
+        raise SpecError(f"{where}: task {claim.task!r} has no test set {claim.test_set!r} (it has {sets}).")
+    for m in (claim.method, claim.baseline):
+        if m not in methods:
+            raise SpecError(f"{where} names unknown method {m!r}.")
+    if claim.profile not in PROFILES:
+        raise SpecError(f"{where} names unknown profile {claim.profile!r} (known: {sorted(PROFILES)}).")
+
+
 @dataclass(frozen=True)
 class Catalog:
     """All task and method specs, loaded once and passed around (no global registry)."""
@@ -147,24 +165,30 @@ class Catalog:
     tasks: dict[str, TaskSpec]
     methods: dict[str, MethodSpec]
     suites: dict[str, SuiteSpec] = field(default_factory=dict)
+    claims: dict[str, ClaimSpec] = field(default_factory=dict)
+    """The paper's claims and the comparisons that test them (``[[claim]]`` tables; genseg_bench.verdicts)."""
 
     @classmethod
     def load(cls, tasks_dir: Path | None = None, methods_dir: Path | None = None) -> Catalog:
         tdir = tasks_dir or _resource_dir("genseg_bench.tasks_data")
         mdir = methods_dir or _resource_dir("genseg_bench.baselines_data")
-        tasks = _validate(TaskSpec, _resolve(_read_tables(tdir, "task", ("suite",)), "id"), "task")
+        tasks = _validate(TaskSpec, _resolve(_read_tables(tdir, "task", ("suite", "claim")), "id"), "task")
         method_tables = _resolve(_read_tables(mdir, "method"), "name")
         methods = _validate(MethodSpec, method_tables, "method")
         smp_names = smp_architectures()
         for name, spec in methods.items():
             _check_method(method_tables[name][0], spec, smp_names)
-        suite_tables = _resolve(_read_tables(tdir, "suite", ("task",)), "id")
+        suite_tables = _resolve(_read_tables(tdir, "suite", ("task", "claim")), "id")
         suites = _validate(SuiteSpec, suite_tables, "suite")
         for sid, suite in suites.items():
             missing = [t for t in suite.tasks if t not in tasks]
             if missing:
                 raise SpecError(f"{suite_tables[sid][0]}: suite {sid!r} names unknown tasks {missing}.")
-        return cls(tasks=tasks, methods=methods, suites=suites)
+        claim_tables = _resolve(_read_tables(tdir, "claim", ("task", "suite")), "id")
+        claims = _validate(ClaimSpec, claim_tables, "claim")
+        for cid, claim in claims.items():
+            _check_claim(claim_tables[cid][0], claim, tasks, methods)
+        return cls(tasks=tasks, methods=methods, suites=suites, claims=claims)
 
     def task(self, task_id: str) -> TaskSpec:
         if task_id not in self.tasks:

@@ -172,6 +172,12 @@ def reproduction_cmd(
     ] = None,
     out: Annotated[Path | None, typer.Option(help="Write here (default: print).")] = None,
     title: Annotated[str, typer.Option(help="The page's heading.")] = "Measured reproduction",
+    verdicts: Annotated[
+        bool,
+        typer.Option(
+            help="Open with the verdict per paper claim whose task is on the page (tasks/paper_claims.toml)."
+        ),
+    ] = True,
 ) -> None:
     """A measured reproduction table (Markdown) built from result files alone: scores, budgets, tests, verdicts."""
     from genseg_bench.reproduction import build
@@ -180,7 +186,17 @@ def reproduction_cmd(
     loops = []
     if independent is not None:
         loops = [json.loads(line) for line in independent.read_text().splitlines() if line.strip()]
-    doc = build(Catalog.load(), results, names(tasks) or [], names(methods) or [], anchor, text, loops, title)
+    doc = build(
+        Catalog.load(),
+        results,
+        names(tasks) or [],
+        names(methods) or [],
+        anchor,
+        text,
+        loops,
+        title,
+        verdicts,
+    )
     if out is None:
         sys.stdout.write(doc)
         return

@@ -446,10 +446,13 @@ def build(
     preamble: str = "",
     independent: list[dict[str, object]] | None = None,
     title: str = "Measured reproduction",
+    verdicts: bool = True,
 ) -> str:
     """The whole document (Markdown) for ``tasks`` x ``methods`` from the results under ``results_dir``.
 
     ``title`` names the page: the same builder makes the reproduction table and the comparison of methods.
+    ``verdicts``: open with the verdict per claim (:mod:`genseg_bench.verdicts`) of every claim of the
+    catalog whose task is on the page; a claim's verdict is its own Holm family (the table's claims).
     """
     out = [
         f"# {title}",
@@ -472,6 +475,13 @@ def build(
         loaded.append(
             (task, list(iter_results(results_dir, task_id)) if (results_dir / task_id).is_dir() else [])
         )
+    claims = [c for c in catalog.claims.values() if c.task in tasks] if verdicts else []
+    if claims:
+        from genseg_bench.profiles import PROFILES
+        from genseg_bench.verdicts import evaluate, verdict_table
+
+        runs_of = {task.id: runs for task, runs in loaded}
+        out += verdict_table(evaluate(claims, catalog.tasks, runs_of, PROFILES))
     # one family per page: every section's tests are adjusted together, then handed back to their section
     raw = [anchor_tests(task, runs, methods, anchor) for task, runs in loaded]
     adjusted = rep.holm_family([t for section in raw for t in section])

@@ -513,6 +513,32 @@ class SuiteFilter(Strict):
         )
 
 
+class ClaimSpec(Strict):
+    """One claim of the paper and the comparison on a reachable task that tests it (``tasks/paper_claims.toml``).
+
+    :mod:`genseg_bench.verdicts` turns it into a verdict from result files.
+    """
+
+    id: str
+    claim: str
+    """The paper's statement, in a few words."""
+    figure: str
+    paper: str
+    """The paper's number as the paper reports it (task, backbone, value), for the table."""
+    paper_value: float | None = None
+    """The number the measurement is compared with: a gain in metric points (``kind = "gain"``), or a
+    factor (``kind = "efficiency"``); None where the paper gives only a range or a different task."""
+    kind: Literal["gain", "efficiency"] = "gain"
+    task: str
+    method: str
+    baseline: str
+    test_set: str
+    train_size: int
+    profile: str = "cpu"
+    note: str = ""
+    """What a reader should know about how this comparison stands for the paper's (different task, ...)."""
+
+
 class SuiteSpec(Strict):
     """A named set of tasks that a method is run and submitted on (``tasks/suites.toml``).
 

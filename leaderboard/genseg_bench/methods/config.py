@@ -130,7 +130,14 @@ class GenSegConfig(AugmentRanges):
     augment: list[AugOp] = ["rotate", "flip", "translate"]
     lambda_l1: float = Field(100.0, ge=0.0)
     gan_iterations: int | None = Field(None, ge=1)
-    """GAN pre-training iterations of ``separate = true``; None: the profile's iteration budget."""
+    """GAN pre-training iterations of ``separate = true`` or ``pretrain = true``; None: the profile's
+    iteration budget."""
+    pretrain: bool = False
+    """The public code's regime (importZL/GenSeg, ``train_pix2pix_*.py`` then ``train_end2end_*.py``):
+    the GAN is first trained alone on the training pairs (level 1, ``gan_iterations`` steps, the budget
+    Separate gets; the alphas stay uniform, as that code leaves its architecture step commented out), then
+    the end-to-end stage starts from those G and H weights with fresh optimisers (that code loads weights
+    only). The paper trains all three levels from scratch; ``false`` is the paper."""
     dropout: float = Field(0.5, ge=0.0, lt=1.0)
     lookahead: Literal["optimizer", "sgd"] = "optimizer"
     """The unrolled step rule (GenSeg module docstring, *Lookahead*): ``"sgd"`` is Eq. 5 / 7 exactly."""
@@ -149,8 +156,15 @@ class GenSegConfig(AugmentRanges):
             raise ValueError(
                 f"cells = {self.cells!r} has no alphas to learn; end_to_end needs cells = 'learnable'"
             )
-        if self.gan_iterations is not None and not self.separate:
-            raise ValueError("gan_iterations is the GAN pre-training budget of separate = true only")
+        if self.pretrain and (self.separate or not self.unrolled):
+            raise ValueError(
+                "pretrain = true pre-trains the GAN before the end-to-end stage: it needs end_to_end "
+                "(learnable cells, not separate); separate = true already trains the GAN first"
+            )
+        if self.gan_iterations is not None and not (self.separate or self.pretrain):
+            raise ValueError(
+                "gan_iterations is the GAN pre-training budget of separate = true or pretrain = true only"
+            )
         if self.generator != "pix2pix" and "dropout" in self.model_fields_set:
             raise ValueError(
                 f"dropout is the decoder dropout of the pix2pix generator; generator = {self.generator!r} "
@@ -174,6 +188,11 @@ class GenSegConfig(AugmentRanges):
     def mode(self) -> str:
         return "separate" if self.separate else ("end-to-end" if self.unrolled else "joint")
 
+    @property
+    def pretrains_gan(self) -> bool:
+        """Whether the GAN trains alone before the segmenter's stage (Separate, or ``pretrain``)."""
+        return self.separate or self.pretrain
+
     def augment_config(self) -> AugmentConfig:
         return self.augmentation(list(self.augment))
 
@@ -185,9 +204,12 @@ class GenSegConfig(AugmentRanges):
         stay the runs of today's specs; any other generator is a different
         identity. ``dropout`` is dropped for generators without dropout layers
         and ``lambda_l1`` for those with their own level-1 objective (neither
-        reaches them).
+        reaches them). ``pretrain`` likewise appears only when true, so the paper's specs keep
+        their run ids.
         """
         out = {**super().resolved(), "end_to_end": self.unrolled}
+        if not self.pretrain:
+            del out["pretrain"]
         if self.generator == "pix2pix":
             del out["generator"]
         else:
