@@ -152,7 +152,9 @@ def test_sample_efficiency_reads_the_baseline_sweep(task: TaskSpec) -> None:
 
 def test_every_shipped_claim_names_a_known_comparison() -> None:
     claims = Catalog.load().claims
-    assert {"in-domain-cvc-unet", "end-to-end-vs-separate", "out-of-domain", "sample-efficiency"} <= set(claims)
+    assert {"in-domain-cvc-unet", "end-to-end-vs-separate", "out-of-domain", "sample-efficiency"} <= set(
+        claims
+    )
 
 
 def test_a_claim_naming_an_unknown_method_is_an_error_naming_the_file(tmp_path: Path) -> None:
