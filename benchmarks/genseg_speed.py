@@ -153,6 +153,12 @@ def main() -> None:
         help="also write the medians into this JSON table (benchmarks/iteration_times.json is the one "
         "`genseg-bench run --dry-run` estimates device time from); replaces the entry of the same device",
     )
+    ap.add_argument(
+        "--memory",
+        action="store_true",
+        help="only the peak memory of one end-to-end step (host RSS on the CPU, allocated memory on CUDA); "
+        "run it in a fresh process per setting, e.g. --profile paper --image-size 64 --batch-size 8",
+    )
     args = ap.parse_args()
     generators: list[str] = list(dict.fromkeys(args.generator or ["pix2pix"]))
     if args.threads:
@@ -230,6 +236,11 @@ def main() -> None:
 
         return run
 
+    if args.memory:
+        measure_memory(
+            trainer({"generator": generators[0], "arch_warmup": 0}), batch(True), device, args, profile
+        )
+        return
     masks_b = data.masks[:bs]
     # named after the backbone: with --backbone deeplabv3plus it is DeepLabV3+'s step, not a UNet's
     sup_name = COST_KEYS["supervised"].format(backbone=args.backbone)
@@ -309,6 +320,44 @@ def main() -> None:
         if "pix2pix" not in generators:
             raise SystemExit("--table records the pix2pix generator's lines: add --generator pix2pix")
         write_table(args, device, dev, profile, med, dims)
+
+
+def _rss_gb() -> float:
+    """This process's resident memory now (Linux /proc), in GB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1e6
+    return float("nan")
+
+
+def measure_memory(
+    e2e: GenSegTrainer, b: GenSegBatch, device: torch.device, args: argparse.Namespace, profile: object
+) -> None:
+    """Peak memory of one end-to-end step: what the three levels hold at once beyond the models.
+
+    On the CPU the peak is the process's high-water resident set (``ru_maxrss``) minus the resident
+    set before the step (models, optimisers and data); on CUDA, ``max_memory_allocated`` over the step.
+    """
+    import resource
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device) / 1e9
+        e2e.end_to_end_step(b)
+        _sync(device)
+        peak = torch.cuda.max_memory_allocated(device) / 1e9
+        where = f"CUDA {torch.cuda.get_device_name(device)}"
+    else:
+        before = _rss_gb()
+        e2e.end_to_end_step(b)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # kB on Linux
+        where = f"CPU, {torch.get_num_threads()} threads"
+    width = getattr(profile, "gen_width", "?")
+    print(
+        f"MEMORY one GenSeg end-to-end step ({where}; image {args.image_size} px, batch {args.batch_size}, "
+        f"generator width {width}, backbone {args.backbone}): peak {peak:.2f} GB, before the step "
+        f"{before:.2f} GB, the step's own {peak - before:.2f} GB"
+    )
 
 
 def write_table(
