@@ -23,7 +23,7 @@ from rich.markup import escape
 
 from genseg_bench.data.store import default_store_root
 from genseg_bench.errors import GensegBenchError
-from genseg_bench.values import duplicates, parse_ints
+from genseg_bench.values import ValueCheckError, duplicates, parse_ints
 
 
 def _width(stream: Any) -> int | None:
@@ -68,16 +68,28 @@ def note(message: str) -> None:
     err_console.print(f"[yellow]note:[/] {message}", highlight=False)
 
 
-def names(text: str | None) -> list[str] | None:
-    """Comma-separated names (None when the option was not given)."""
-    return None if text is None else [x.strip() for x in text.split(",") if x.strip()]
+def names(text: str | None, option: str = "") -> list[str] | None:
+    """Comma-separated names (None when the option was not given).
+
+    With ``option``, a value that names nothing (``--methods ,``) is an error, not the defaults:
+    a user who typed the option meant some names.
+    """
+    if text is None:
+        return None
+    out = [x.strip() for x in text.split(",") if x.strip()]
+    if option and not out:
+        raise ValueCheckError(
+            f"{option} names nothing ({text!r}); give comma-separated names or leave it out."
+        )
+    return out
 
 
 def unique_ints(text: str | None, option: str, minimum: int, maximum: int | None = None) -> list[int] | None:
     """Comma-separated integers in range (None when not given); a repeated value is dropped with a note."""
     if text is None:
         return None
-    values = parse_ints(text, option, minimum, maximum)
+    example = "0,1,2" if minimum <= 0 else ",".join(str(minimum * k) for k in (1, 2, 4))
+    values = parse_ints(text, option, minimum, maximum, example)
     twice = duplicates(values)
     if twice:
         note(f"{option} lists {', '.join(map(str, twice))} more than once; each run is done once.")

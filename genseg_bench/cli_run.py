@@ -26,7 +26,7 @@ from genseg_bench.cli_common import (
     unique_ints,
 )
 from genseg_bench.data.store import Store
-from genseg_bench.errors import DataError, GensegBenchError
+from genseg_bench.errors import DataError, GensegBenchError, unknown
 from genseg_bench.specs import TaskSpec
 from genseg_bench.values import MAX_SEED, check_device_name, check_image_size, check_iterations
 
@@ -80,6 +80,9 @@ def tasks_cmd(store: StoreOpt = DEFAULT_STORE, family: str | None = None) -> Non
     table.add_column("id", no_wrap=True)  # the id is what users type: never broken across lines
     for col in ("organ", "modality", "dim", "train set", "test sets", "metric", "sizes", "data"):
         table.add_column(col, overflow="fold")
+    families = sorted({t.family for t in catalog.tasks.values()})
+    if family and family not in families:
+        raise unknown("family", family, families)
     for t in sorted(catalog.tasks.values(), key=lambda t: (t.family, t.id)):
         if family and t.family != family:
             continue
@@ -414,7 +417,7 @@ def run_cmd(
     check_image_size(image_size)
     check_device_name(device)
     catalog = Catalog.load()
-    method_list = names(methods)
+    method_list = names(methods, "--methods")
     for name in method_list or []:
         catalog.method(name)  # an unknown method fails before any data is read
     if suite is not None:

@@ -23,9 +23,18 @@ are checked without torch when the catalog loads (:mod:`genseg_bench.models.back
 
 from __future__ import annotations
 
-import segmentation_models_pytorch as smp
+import warnings
+
 import torch
 from torch import nn
+
+with warnings.catch_warnings():
+    # timm (which smp imports) calls torch.jit.interface, deprecated since torch 2.x: one FutureWarning
+    # on every run and in every Ray worker, about code that is not this project's. Only that one.
+    warnings.filterwarnings(
+        "ignore", message=r"`torch\.jit\.interface` is deprecated", category=FutureWarning
+    )
+    import segmentation_models_pytorch as smp
 
 from genseg_bench.errors import SpecError, unknown
 from genseg_bench.models.backbones import BACKBONES_3D, PAPER_CODE_2D, TRANSFORMERS_2D
