@@ -165,7 +165,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Score vs training-set size with std bands, and the data-efficiency factor of a over b."""
         from genseg_bench import report as rep
-        from genseg_bench.curves import curves_from_rows, efficiency, plot_curves
+        from genseg_bench.curves import curves_from_rows, efficiency, plot_curves, shared_context
 
         catalog = Catalog.load()
         spec = catalog.task(task)
@@ -192,17 +192,29 @@ def register(app: typer.Typer) -> None:
             console.print(f"[green]wrote[/] {base}.png and {base}.svg")
             if names is None or len(names) < 2:
                 continue
-            b = next(c for c in cs if c.method == names[-1])
+            # a factor compares runs of one context only (profile, budget, settings, data, task version):
+            # the report's grouping rule, so a smoke curve is never scored against a quick one
             table = Table(
-                title=f"{task} / {ts}: data-efficiency factor over {b.method}",
+                title=f"{task} / {ts}: data-efficiency factor over {names[-1]}",
                 caption="labels a method needs to reach the base's score, interpolated on the log-size axis; "
-                "≥ / < are bounds outside the measured sizes",
+                "≥ / < are bounds outside the measured sizes; pairs only within one profile and budget",
             )
-            for col in ("method", f"size ({b.method})", f"{b.method} score", "labels needed", "factor"):
+            for col in (
+                "method",
+                "profile, budget",
+                f"size ({names[-1]})",
+                f"{names[-1]} score",
+                "labels needed",
+                "factor",
+            ):
                 table.add_column(col)
-            for a in (c for c in cs if c.method in names[:-1]):
-                for e in efficiency(a, b):
-                    table.add_row(a.method, str(e.size), f"{e.target:.3f}", e.labels_text(), e.factor_text())
+            for b in (c for c in cs if c.method == names[-1]):
+                for a in (c for c in cs if c.method in names[:-1] and shared_context(c) == shared_context(b)):
+                    where = ", ".join(shared_context(b).split(" | ")[:2])
+                    for e in efficiency(a, b):
+                        table.add_row(
+                            a.method, where, str(e.size), f"{e.target:.3f}", e.labels_text(), e.factor_text()
+                        )
             console.print(table)
 
     @app.command("submit")

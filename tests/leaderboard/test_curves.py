@@ -136,3 +136,33 @@ def test_plot_cache_is_bounded_and_keyed_on_content() -> None:
     assert cache.renders == 4
     with pytest.raises(ValueError, match="maxsize"):
         PlotCache(maxsize=0)
+
+
+def test_factor_table_pairs_curves_of_one_profile_only(
+    make_result: Callable[..., RunResult], tmp_path: Path
+) -> None:
+    """Smoke and quick results in one folder: each method is scored against the base of its own profile."""
+    from genseg_bench.results import write_result
+
+    results = tmp_path / "results"
+    base = {"smoke": (0.10, 0.20, 0.30), "quick": (0.50, 0.60, 0.70)}
+    for profile, scores in base.items():
+        for size, score in zip((10, 20, 40), scores, strict=True):
+            for seed in (0, 1):
+                write_result(results, make_result("synthetic", "unet", size, seed, {"synthetic-a": [score]},
+                                                  profile=profile))  # fmt: skip
+    for size, score in ((10, 0.55), (20, 0.65), (40, 0.75)):  # quick deeplab: a bit above quick unet
+        for seed in (0, 1):
+            write_result(results, make_result("synthetic", "deeplab", size, seed, {"synthetic-a": [score]},
+                                              profile="quick", backbone="deeplabv3plus", method_hash="m1"))  # fmt: skip
+    res = CliRunner().invoke(
+        app,
+        ["curves", "--task", "synthetic", "--methods", "deeplab,unet", "--results", str(results),
+         "--out", str(tmp_path / "plots")],
+        env={"COLUMNS": "240"},
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    rows = [line for line in res.output.splitlines() if "deeplab" in line and "│" in line]
+    assert len(rows) == 3, res.output  # one per size of quick unet; none against smoke unet
+    assert all("quick" in r and "smoke" not in r for r in rows)
+    assert all("0.1" not in r.split("│")[4] for r in rows)  # the smoke base's scores never appear as a target
