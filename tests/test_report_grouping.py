@@ -265,3 +265,15 @@ def test_a_flag_every_seed_shares_is_one_line() -> None:
     )
     assert merged == ["seeds 0,2: best at the last validation", "seed 0: lr collapsed early"]
     assert rep.merged_seed_flags({1: ["x"]}) == ["seed 1: x"]
+
+
+def test_seeds_of_different_torch_thread_counts_are_flagged(task: TaskSpec, catalog: Catalog) -> None:
+    """CPU scores depend on the thread count: a row whose seeds ran with different counts says so."""
+    runs = [
+        _result(task, catalog, s, 0.5 + 0.01 * s).model_copy(update={"versions": {"torch_threads": t}})
+        for s, t in ((0, "1"), (1, "1"), (2, "2"))
+    ]
+    (row,) = [r for r in _rows(task, runs) if r.n_seeds]
+    assert "seeds ran with different torch thread counts (1, 2)" in row.flags
+    same = [r.model_copy(update={"versions": {"torch_threads": "1"}}) for r in runs]
+    assert not any("thread" in f for r in _rows(task, same) for f in r.flags)

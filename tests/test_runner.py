@@ -103,6 +103,7 @@ def test_grid_writes_one_result_per_run_with_provenance(
     r = read_result(files[0])
     assert r.status == "ok" and set(r.test_sets) == {"synthetic-a", "synthetic-b"}
     assert r.versions["torch"] and r.device == "cpu" and r.wall_time_s > 0
+    assert r.versions["torch_threads"] == str(torch.get_num_threads()) and r.versions["kernels"]
     assert set(r.spec.data_fingerprints) == {"synthetic-a", "synthetic-b"}
     # n = 8 labelled cases in total: 6 train + 2 validation (80:20, validation inside n)
     assert len(r.train_cases) == 6 and len(r.val_cases) == 2 and not set(r.train_cases) & set(r.val_cases)

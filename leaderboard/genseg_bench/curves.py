@@ -114,6 +114,16 @@ def curves_from_rows(rows: list[ReportRow], methods: list[str] | None = None) ->
     return out
 
 
+def shared_context(curve: Curve) -> str:
+    """The part of a curve's run context two methods must share to be compared (all but the method config).
+
+    :attr:`Curve.context` is :meth:`genseg_bench.report.RunContext.key`, whose last field is the
+    method's own config; the rest (profile, budget, settings, data, task version) is what a paired
+    comparison requires to be equal.
+    """
+    return curve.context.rsplit(" | ", 1)[0]
+
+
 def labels_needed(curve: list[CurvePoint], target: float) -> tuple[float, Bound]:
     """The smallest size at which a curve reaches ``target``, interpolating linearly in log size.
 

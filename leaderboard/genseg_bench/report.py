@@ -520,6 +520,9 @@ def _run_facts(runs: list[RunResult]) -> dict[str, Any]:
         if k > 1:
             flags.append(f"seed {seed}: {k} results in one context, the newest used")
     ok = list({r.spec.seed: r for r in sorted(ok, key=lambda r: r.created)}.values())
+    threads = sorted({r.versions["torch_threads"] for r in ok if "torch_threads" in r.versions})
+    if len(threads) > 1:  # CPU scores depend on the thread count (runner.compute_environment)
+        flags.append(f"seeds ran with different torch thread counts ({', '.join(threads)})")
     seen = [int(r.budget["images_seen"]) for r in ok if "images_seen" in r.budget]
     ups = [int(r.budget["updates"]) for r in ok if "updates" in r.budget]
     flags += merged_seed_flags({r.spec.seed: run_flags(r) + own_batch_flag(r) for r in ok})
