@@ -7,6 +7,7 @@ message naming the option and the valid range. Torch loads only once a run start
 
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -20,6 +21,7 @@ from genseg_bench.cli_common import (
     ResultsOpt,
     StoreOpt,
     console,
+    err_console,
     friendly,
     names,
     note,
@@ -137,27 +139,34 @@ def run_grid_with_progress(
     hours; the log reporter writes a line per validation and per finished run instead.
     Result files that could not be read and were moved aside are listed at the end.
     """
-    from genseg_bench.progress import LogReporter, RichReporter
+    from genseg_bench.progress import LogReporter, RichReporter, Tally
     from genseg_bench.runner import run_grid
 
-    reporter = RichReporter(console) if console.is_terminal else LogReporter(sys.stdout)
-    with reporter:
-        summary = run_grid(
-            catalog,
-            task_id,
-            methods,
-            sizes,
-            seeds,
-            profile,
-            store,
-            results,
-            device,
-            reporter,
-            retry_failed,
-            resample,
-            executor=executor,
-            threads=threads,
-        )
+    reporter = Tally(RichReporter(console) if console.is_terminal else LogReporter(sys.stdout))
+    try:
+        with reporter:
+            summary = run_grid(
+                catalog,
+                task_id,
+                methods,
+                sizes,
+                seeds,
+                profile,
+                store,
+                results,
+                device,
+                reporter,
+                retry_failed,
+                resample,
+                executor=executor,
+                threads=threads,
+            )
+    except KeyboardInterrupt:
+        resume = "genseg-bench " + shlex.join(sys.argv[1:])
+        kind = executor.name if executor is not None else "local"
+        for line in reporter.interrupted_lines(str(results), resume, kind):
+            err_console.print(line, highlight=False, soft_wrap=True)
+        raise typer.Exit(130) from None
     for aside in summary.set_aside:
         note(aside.message())
     for spec, why in summary.elsewhere:

@@ -134,3 +134,62 @@ class LogReporter:
         else:
             first = (result.error or "").splitlines()[0] if result.error else ""
             self._line(f"failed {name}: {first}")
+
+
+class Tally:
+    """A reporter that forwards to another and remembers what ran: what a Ctrl-C message needs.
+
+    ``finished``: results written during this grid (ok or failed); ``current``: the run started and not
+    finished, with the last iteration it reported (None: none running).
+    """
+
+    def __init__(self, inner: RichReporter | LogReporter) -> None:
+        self.inner = inner
+        self.finished: list[RunResult] = []
+        self.current: RunSpec | None = None
+        self.iteration = 0
+        self.iterations = 0
+
+    def __enter__(self) -> Tally:
+        self.inner.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.inner.__exit__(*exc)
+
+    def grid_started(self, total: int, skipped: int) -> None:
+        self.inner.grid_started(total, skipped)
+
+    def run_started(self, spec: RunSpec, iterations: int) -> None:
+        self.current, self.iteration, self.iterations = spec, 0, iterations
+        self.inner.run_started(spec, iterations)
+
+    def run_progress(self, iteration: int, total: int, metrics: dict[str, float]) -> None:
+        self.iteration = iteration
+        self.inner.run_progress(iteration, total, metrics)
+
+    def run_finished(self, result: RunResult) -> None:
+        self.finished.append(result)
+        self.current = None
+        self.inner.run_finished(result)
+
+    def interrupted_lines(self, results: str, resume: str, executor: str = "local") -> list[str]:
+        """What a user needs after Ctrl-C: what is kept, what was lost, and the command that goes on."""
+        ok = sum(r.status == "ok" for r in self.finished)
+        lines = [
+            f"interrupted: {len(self.finished)} run(s) finished in this grid ({ok} ok), their results kept "
+            f"under {results}"
+        ]
+        if self.current is not None:
+            c = self.current
+            lines.append(
+                f"the run {c.method} n={c.train_size} seed={c.seed} stopped at iteration {self.iteration} of "
+                f"{self.iterations}; it has no result and starts again from the beginning"
+            )
+        if executor != "local":
+            lines.append(
+                f"runs in flight on {executor} may leave their claims behind; the rerun takes them over once "
+                "their owners are gone"
+            )
+        lines.append(f"resume (finished runs are skipped): {resume}")
+        return lines
