@@ -17,7 +17,9 @@ its class is built, since loading the class could import anything.
 
 from __future__ import annotations
 
+import os
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -31,6 +33,23 @@ from genseg_bench.methods.registry import available_kinds, is_known_kind
 from genseg_bench.models.backbones import check_backbone, smp_architectures
 from genseg_bench.profiles import PROFILES
 from genseg_bench.specs import ClaimSpec, MethodSpec, SuiteSpec, TaskSpec
+
+SPECS_ENV = "GENSEG_BENCH_SPECS"
+"""Folders of a user's own spec files (``os.pathsep``-separated), read after the shipped ones."""
+USER_KINDS = ("task", "method", "suite", "claim")
+"""The tables a user's spec folder may hold."""
+
+
+def user_spec_dirs(value: str) -> list[Path]:
+    """The folders named by ``GENSEG_BENCH_SPECS``; one that is not a folder is an error naming it."""
+    dirs = [Path(p).expanduser() for p in value.split(os.pathsep) if p.strip()]
+    for d in dirs:
+        if not d.is_dir():
+            raise SpecError(
+                f"{SPECS_ENV} names {d}, which is not a folder. Point it at folders of spec files "
+                f"(TOML with [[method]] / [[task]] / [[suite]] / [[claim]] tables), or unset it."
+            )
+    return dirs
 
 
 def _resource_dir(package: str) -> Path:
@@ -169,22 +188,40 @@ class Catalog:
     """The paper's claims and the comparisons that test them (``[[claim]]`` tables; genseg_bench.verdicts)."""
 
     @classmethod
-    def load(cls, tasks_dir: Path | None = None, methods_dir: Path | None = None) -> Catalog:
+    def load(
+        cls,
+        tasks_dir: Path | None = None,
+        methods_dir: Path | None = None,
+        user_dirs: Sequence[Path] | None = None,
+    ) -> Catalog:
+        """The shipped specs plus a user's own (``user_dirs``; default: the folders of ``GENSEG_BENCH_SPECS``).
+
+        A user folder's TOML files may hold ``[[task]]``, ``[[method]]``, ``[[suite]]`` and ``[[claim]]``
+        tables, validated like the shipped ones; an entry may extend a shipped one, and a name defined
+        twice is an error naming both files. So a new configuration of a method never has to be written
+        into the package (which would make the checkout dirty, and ``submit`` refuses that).
+        """
         tdir = tasks_dir or _resource_dir("genseg_bench.tasks_data")
         mdir = methods_dir or _resource_dir("genseg_bench.baselines_data")
-        tasks = _validate(TaskSpec, _resolve(_read_tables(tdir, "task", ("suite", "claim")), "id"), "task")
-        method_tables = _resolve(_read_tables(mdir, "method"), "name")
+        extra = user_spec_dirs(os.environ.get(SPECS_ENV, "")) if user_dirs is None else list(user_dirs)
+
+        def tables(directory: Path, key: str, others: tuple[str, ...]) -> list[tuple[Path, dict[str, Any]]]:
+            user = [t for d in extra for t in _read_tables(d, key, tuple(k for k in USER_KINDS if k != key))]
+            return _read_tables(directory, key, others) + user
+
+        tasks = _validate(TaskSpec, _resolve(tables(tdir, "task", ("suite", "claim")), "id"), "task")
+        method_tables = _resolve(tables(mdir, "method", ()), "name")
         methods = _validate(MethodSpec, method_tables, "method")
         smp_names = smp_architectures()
         for name, spec in methods.items():
             _check_method(method_tables[name][0], spec, smp_names)
-        suite_tables = _resolve(_read_tables(tdir, "suite", ("task", "claim")), "id")
+        suite_tables = _resolve(tables(tdir, "suite", ("task", "claim")), "id")
         suites = _validate(SuiteSpec, suite_tables, "suite")
         for sid, suite in suites.items():
             missing = [t for t in suite.tasks if t not in tasks]
             if missing:
                 raise SpecError(f"{suite_tables[sid][0]}: suite {sid!r} names unknown tasks {missing}.")
-        claim_tables = _resolve(_read_tables(tdir, "claim", ("task", "suite")), "id")
+        claim_tables = _resolve(tables(tdir, "claim", ("task", "suite")), "id")
         claims = _validate(ClaimSpec, claim_tables, "claim")
         for cid, claim in claims.items():
             _check_claim(claim_tables[cid][0], claim, tasks, methods)
