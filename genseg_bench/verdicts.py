@@ -75,8 +75,9 @@ class ClaimResult:
         t = self.test
         if t is None:
             return "-"
-        ci = f" [{rep.ci_text(t)}]" if t.ci_low is not None else ""
-        return f"{t.mean_diff:+.3f}{ci} ({t.mean_a:.3f} vs {t.mean_b:.3f}, {t.n_pairs} seeds)"
+        ci = f" {rep.ci_text(t)}" if t.ci_low is not None else ""
+        seeds = "1 seed" if t.n_pairs == 1 else f"{t.n_pairs} seeds"
+        return f"{t.mean_diff:+.3f}{ci} ({t.mean_a:.3f} vs {t.mean_b:.3f}, {seeds})"
 
 
 def verdict(test: rep.PairedTest | None, paper_sign: float, missing: str = "") -> tuple[Verdict, str]:

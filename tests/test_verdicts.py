@@ -114,7 +114,8 @@ def test_claims_read_the_result_files_under_the_profile_as_it_is_now(task: TaskS
     assert separate.verdict == "not confirmed" and "no significant" in separate.why
     assert old_only.verdict == "not testable here" and "as it is now" in old_only.why
     table = "\n".join(verdict_table(out))
-    assert "+0.200" in table and "**confirmed**" in table and "**not testable here**" in table
+    assert "**confirmed**" in table and "**not testable here**" in table
+    assert f"+0.200 {rep.ci_text(gain.test)} (0.810 vs 0.610, 3 seeds)" in table  # one pair of brackets
 
 
 def test_a_confirmed_gain_far_below_the_papers_says_so(task: TaskSpec) -> None:
