@@ -45,6 +45,14 @@ def load(dirs: list[Path], task: str) -> list[RunResult]:
     return list(runs.values())
 
 
+def current(runs: list[RunResult], profile: str) -> list[RunResult]:
+    """The runs of ``profile`` at its settings as they are now (recipe, image size; any budget)."""
+    settings = rep.settings_digest(get_profile(profile).model_dump())
+    return [
+        r for r in runs if r.spec.profile == profile and rep.settings_digest(rep.profile_of(r)) == settings
+    ]
+
+
 def gains(
     runs: list[RunResult],
     task_id: str,
@@ -57,10 +65,7 @@ def gains(
     """``baseline -> iterations -> paired test`` at the profile's current settings (image size, recipe)."""
     catalog = Catalog.load()
     task = catalog.task(task_id)
-    settings = rep.settings_digest(get_profile(profile).model_dump())
-    own = [
-        r for r in runs if r.spec.profile == profile and rep.settings_digest(rep.profile_of(r)) == settings
-    ]
+    own = current(runs, profile)
     out: dict[str, dict[int, rep.PairedTest]] = defaultdict(dict)
     by_id = {}
     tests = []
@@ -166,7 +171,7 @@ def main() -> None:
             )
     lines.append("")
     for b in baselines:
-        pts = seed_diffs(runs, args.method, b, test_set, args.size, task.metric)
+        pts = seed_diffs(current(runs, args.profile), args.method, b, test_set, args.size, task.metric)
         tr = trend(pts, PAPER_ITERATIONS)
         if tr is None:
             lines.append(f"* {args.method} − {b}: fewer than three budgets, no trend.")

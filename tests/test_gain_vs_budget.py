@@ -60,13 +60,22 @@ def test_gain_per_budget_and_the_trend(tmp_path: Path, monkeypatch: pytest.Monke
         for folder, it, gain in [(b, 100, 0.0), (b, 200, 0.05), (a, 800, 0.15)]:
             write_result(folder, _run("unet", seed, it, 0.5))
             write_result(folder, _run("genseg-unet", seed, it, 0.5 + gain + noise * (1 + it / 800)))
+    # a run of an older recipe at one of the budgets must count nowhere (neither the table nor the trend)
+    old = _run("unet", 0, 800, 0.0)
+    old = old.model_copy(
+        update={
+            "profile": {**old.profile, "seg_optimizer": "rmsprop"},
+            "spec": old.spec.model_copy(update={"profile_hash": "old"}),
+        }
+    )
+    write_result(a, old.model_copy(update={"run_id": old.spec.run_id}))
     runs = mod.load([a, b], "synthetic")
     table = mod.gains(runs, "synthetic", "genseg-unet", ["unet"], "synthetic-a", 40, "cpu")
     assert sorted(table["unet"]) == [100, 200, 800]
     assert table["unet"][800].mean_diff == pytest.approx(0.15 + 2 * 0.002 / 3, abs=1e-9)
     assert all(t.family_size == 3 for t in table["unet"].values())
     slope, _, at, half = mod.trend(
-        mod.seed_diffs(runs, "genseg-unet", "unet", "synthetic-a", 40, "dice"), 5000
+        mod.seed_diffs(mod.current(runs, "cpu"), "genseg-unet", "unet", "synthetic-a", 40, "dice"), 5000
     )
     assert slope == pytest.approx(0.05, abs=0.005)
     assert at == pytest.approx(0.05 * math.log2(5000 / 100), abs=0.03) and half > 0
