@@ -325,12 +325,12 @@ def final_network_section(task: TaskSpec, runs: list[RunResult], methods: Sequen
     if not ok:
         return []
     labels = _settings_labels(task, runs)
-    groups: dict[tuple[str, str], list[RunResult]] = defaultdict(list)
-    for r in ok:
-        groups[(rep.method_label(r), rep.run_context(task, r).key())].append(r)
+    groups: dict[tuple[str, int, str], list[RunResult]] = defaultdict(list)
+    for r in ok:  # one row per method, training size and context: sizes are never averaged together
+        groups[(rep.method_label(r), r.spec.train_size, rep.run_context(task, r).key())].append(r)
     key = "mean_jaccard" if task.metric == "jaccard" else "mean_dice"
     names = [t.name for t in task.test_sets]
-    header = ["method", "seeds", "selected at (it.)", *(f"{n}: selected / final" for n in names)]
+    header = ["method", "n", "seeds", "selected at (it.)", *(f"{n}: selected / final" for n in names)]
     lines = [
         "### Selected checkpoint against the final network",
         "",
@@ -343,7 +343,7 @@ def final_network_section(task: TaskSpec, runs: list[RunResult], methods: Sequen
         "|" + "---|" * len(header),
     ]
     order = {m: i for i, m in enumerate(methods)}
-    for (label, _context), rs in sorted(
+    for (label, size, _context), rs in sorted(
         groups.items(), key=lambda kv: (order.get(kv[1][0].spec.method, len(order)), kv[0])
     ):
         rs = sorted(rs, key=lambda r: r.spec.seed)
@@ -363,7 +363,9 @@ def final_network_section(task: TaskSpec, runs: list[RunResult], methods: Sequen
             cells.append(f"{_mean_sd(sel)} / {_mean_sd(fin)}")
         its = ", ".join(f"{r.best_iteration} of {r.iterations}" for r in rs)
         lines.append(
-            f"| {name} | {','.join(str(r.spec.seed) for r in rs)} | {its} | " + " | ".join(cells) + " |"
+            f"| {name} | {size} | {','.join(str(r.spec.seed) for r in rs)} | {its} | "
+            + " | ".join(cells)
+            + " |"
         )
     return [*lines, ""]
 

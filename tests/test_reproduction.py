@@ -191,11 +191,11 @@ def test_final_network_scores_sit_beside_the_selected_checkpoint(tmp_path: Path)
     rows = [line for line in section.splitlines() if line.startswith("| genseg-unet")]
     assert len(rows) == 1
     cells = [c.strip() for c in rows[0].strip("|").split("|")]
-    assert cells[1] == "0,1"
-    assert cells[2] == "300 of 800, 301 of 800"
+    assert cells[1] == "40" and cells[2] == "0,1"
+    assert cells[3] == "300 of 800, 301 of 800"
     # dice (the task's metric): selected mean of 0.80 / 0.70, final mean of 0.60 / 0.64
-    assert cells[3] == "0.750 ± 0.071 / 0.620 ± 0.028"
-    assert cells[4] == "0.450 ± 0.071 / 0.320 ± 0.028"
+    assert cells[4] == "0.750 ± 0.071 / 0.620 ± 0.028"
+    assert cells[5] == "0.450 ± 0.071 / 0.320 ± 0.028"
     assert not any(line.startswith("| unet ") for line in section.splitlines())
 
 
