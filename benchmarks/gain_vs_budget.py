@@ -30,6 +30,7 @@ from genseg_bench.catalog import Catalog
 from genseg_bench.profiles import get_profile
 from genseg_bench.results import iter_results
 from genseg_bench.specs import RunResult
+from genseg_bench.verdicts import runs_as_now
 
 PAPER_ITERATIONS = 5000
 
@@ -47,10 +48,7 @@ def load(dirs: list[Path], task: str) -> list[RunResult]:
 
 def current(runs: list[RunResult], profile: str) -> list[RunResult]:
     """The runs of ``profile`` at its settings as they are now (recipe, image size; any budget)."""
-    settings = rep.settings_digest(get_profile(profile).model_dump())
-    return [
-        r for r in runs if r.spec.profile == profile and rep.settings_digest(rep.profile_of(r)) == settings
-    ]
+    return runs_as_now(runs, get_profile(profile), same_budget=False)
 
 
 def gains(

@@ -101,8 +101,18 @@ def verdict(test: rep.PairedTest | None, paper_sign: float, missing: str = "") -
     return "confirmed", f"significant, the paper's sign ({p})"
 
 
-def _profile_settings(profile: Profile) -> str:
-    return rep.settings_digest(profile.model_dump())
+def runs_as_now(runs: list[RunResult], profile: Profile, same_budget: bool = True) -> list[RunResult]:
+    """The runs of ``profile`` at its settings as they are now (recipe, image size, ...) and, unless
+    ``same_budget`` is False, at its iteration budget: older recipes and budget sweeps never enter a verdict.
+    """
+    settings = rep.settings_digest(profile.model_dump())
+    out = []
+    for r in runs:
+        recorded = rep.profile_of(r)
+        budget_ok = not same_budget or recorded.get("iterations") == profile.iterations
+        if r.spec.profile == profile.name and rep.settings_digest(recorded) == settings and budget_ok:
+            out.append(r)
+    return out
 
 
 def _budget(profile: Profile) -> str:
@@ -113,14 +123,7 @@ def _claim_test(
     spec: ClaimSpec, task: TaskSpec, runs: list[RunResult], profile: Profile
 ) -> tuple[rep.PairedTest | None, str]:
     """The paired test of a gain claim under its profile's current settings and budget; or why none."""
-    settings = _profile_settings(profile)
-    own = [
-        r
-        for r in runs
-        if r.spec.profile == spec.profile
-        and rep.settings_digest(rep.profile_of(r)) == settings
-        and (rep.profile_of(r).get("iterations") == profile.iterations)
-    ]
+    own = runs_as_now(runs, profile)
     for m in (spec.method, spec.baseline):
         if not any(
             r.spec.method == m and r.status == "ok" and r.spec.train_size == spec.train_size for r in own
@@ -138,13 +141,8 @@ def _claim_test(
 
 def _efficiency(spec: ClaimSpec, task: TaskSpec, runs: list[RunResult], profile: Profile) -> ClaimResult:
     """A sample-efficiency claim: where the method's score at ``train_size`` falls on the baseline's sweep."""
-    settings = _profile_settings(profile)
-    own = [r for r in runs if r.status == "ok" and rep.settings_digest(rep.profile_of(r)) == settings]
-    rows = [
-        r
-        for r in rep.aggregate(task, own)
-        if r.test_set == spec.test_set and r.n_seeds and r.profile == spec.profile
-    ]
+    own = [r for r in runs_as_now(runs, profile) if r.status == "ok"]
+    rows = [r for r in rep.aggregate(task, own) if r.test_set == spec.test_set and r.n_seeds]
     base = sorted(
         (CurvePoint(r.train_size, r.mean, r.std, r.n_seeds) for r in rows if r.method == spec.baseline),
         key=lambda p: p.size,
