@@ -215,8 +215,8 @@ def evaluate(
             test = next(adjusted)
         sign = 1.0 if spec.paper_value is None or spec.paper_value >= 0 else -1.0
         v, why = verdict(test, sign, missing)
-        small = test is not None and test.ci_high is not None and spec.paper_value is not None
-        if v == "confirmed" and small and test.ci_high < spec.paper_value:  # type: ignore[operator,union-attr]
+        high = test.ci_high if test is not None else None
+        if v == "confirmed" and high is not None and spec.paper_value is not None and high < spec.paper_value:
             why += f"; smaller than the paper's {spec.paper_value:+.3f} (the whole interval lies below it)"
         out[spec.id] = ClaimResult(spec, v, why, test, budget)
     return [out[c.id] for c in claims]
